@@ -1,0 +1,57 @@
+# molhpo: two commands matter, `make demo` and `make test`; both install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Optional: an index that serves CPU-only torch wheels, for machines without a GPU.
+TORCH_INDEX ?=
+
+.PHONY: all demo test unit lint typecheck protos up clean tools
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned, so nothing below pulls another build of it
+	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) install -q -e '.[dev,redis-server]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/molhpo demo --study examples/freesolv_gin.yaml
+
+up: $(VENV)/.installed
+	$(VENV)/bin/molhpo up
+
+# promtool (Debian's prometheus package) checks the services' /metrics in the tests.
+tools:
+	@command -v promtool >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+			|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }; \
+		else echo "promtool is missing: install Debian's prometheus package"; exit 1; fi; }
+
+# The whole suite: lint, types, unit, service and integration tests.
+test: $(VENV)/.installed tools lint typecheck
+	$(PY) -m pytest -q -p no:cacheprovider
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest -q tests/unit
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy molhpo coordinator trainer storage
+
+# The one place the stubs are generated; tests/unit/test_protos_fresh.py fails when they are stale.
+protos: $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --mypy_out=. \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy protos/molhpo/v1/*.proto
+
+clean:
+	rm -rf .molhpo build *.egg-info .pytest_cache .mypy_cache .ruff_cache

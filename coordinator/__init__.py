@@ -1,0 +1,1 @@
+"""The coordinator: study lifecycle, sampling, pruning decisions, dispatch, the client API."""

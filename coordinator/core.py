@@ -1,0 +1,797 @@
+"""The coordinator's core: studies, the report consumer and the trainer-pool reaper.
+
+The gRPC servicers are thin wrappers over :class:`Coordinator`; it never sees a proto except
+the TrialReports it reads from Redis and the TrialSpecs it hands to trainers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import redis
+
+from coordinator import convert
+from coordinator.datasets import DatasetSummary, summarize
+from coordinator.evaluation import (
+    ATTR_CONFIG,
+    ATTR_SEED_INDEX,
+    Evaluation,
+    RaceRow,
+    evaluate_trials,
+    race_row,
+)
+from coordinator.events import Event
+from coordinator.membership import TrainerPool, TrainerRecord
+from coordinator.metrics import CoordinatorMetrics, StudyCollector
+from coordinator.objectives import ATTR_FEASIBLE, constraints_func
+from coordinator.optimizer.pruners import build_pruner, validate_pruner
+from coordinator.optimizer.refine import refine_space
+from coordinator.optimizer.samplers import SamplerContext, build_sampler, validate_sampler
+from coordinator.report_builder import build_report
+from coordinator.retry import DEFAULT_MAX_ATTEMPTS
+from coordinator.spec import ComponentSpec, StudySpec, default_trial, validate
+from coordinator.study_runner import (
+    ATTR_END,
+    ATTR_MESSAGE,
+    ATTR_REQUEST,
+    ATTR_START,
+    ATTR_STATE,
+    StudyRunner,
+    StudyState,
+)
+from coordinator.trainer_client import TrainerClient
+from molhpo.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from storage.keys import RedisKeys
+from storage.reports import ReportReader
+from trainer import catalogue
+
+log = logging.getLogger(__name__)
+
+ATTR_DATASET = "molhpo:dataset"
+ATTR_PARENT = "molhpo:parent"
+ATTR_RACE = "molhpo:race"
+ATTR_EVALUATION_OF = "molhpo:evaluation_of"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """What GetStudy answers, as domain values."""
+
+    name: str
+    state: StudyState
+    request_json: str
+    trials: list[optuna.trial.FrozenTrial]
+    directions: tuple[str, ...]
+    start_time: float
+    end_time: float
+    message: str
+    dataset: DatasetSummary | None = None
+
+
+class Coordinator:
+    """Owns the studies of this process and the loops that serve them."""
+
+    def __init__(
+        self,
+        storage: optuna.storages.BaseStorage,
+        redis_client: redis.Redis,
+        keys: RedisKeys,
+        pool: TrainerPool,
+        trainers: TrainerClient,
+        metrics: CoordinatorMetrics,
+        decision_timeout_s: float = 30.0,
+        dataset_roots: Sequence[Path] = (),
+        artifact_root: Path | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        self._max_attempts = max_attempts
+        self.dataset_roots = tuple(dataset_roots)
+        self.artifact_root = artifact_root
+        self.storage = storage
+        self.redis = redis_client
+        self.keys = keys
+        self.pool = pool
+        self.trainers = trainers
+        self.metrics = metrics
+        self._decision_timeout = decision_timeout_s
+        self._lock = threading.Lock()
+        self._studies: dict[str, StudyRunner] = {}
+        self._stop = threading.Event()
+        # One coordinator per key prefix, always the same consumer: after a restart it reads
+        # first the reports it had been given and not acknowledged.
+        self._reader = ReportReader(redis_client, keys, "coordinator")
+        metrics.registry.register(StudyCollector(self.runners))
+        self._threads = [
+            threading.Thread(target=self._consume_reports, name="reports", daemon=True),
+            threading.Thread(target=self._reap_trainers, name="reaper", daemon=True),
+        ]
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take back unfinished studies, then start the report consumer and the reaper."""
+        self._reader.ensure_group()
+        self._resume_unfinished()
+        for t in self._threads:
+            t.start()
+
+    def _resume_unfinished(self) -> None:
+        """Studies a previous coordinator left running go on: their running trials are
+        claimed back from trainers (or run again), the rest are dispatched as before."""
+        for summary in self.storage.get_all_studies():
+            attrs = summary.system_attrs
+            if attrs.get(ATTR_STATE) != StudyState.RUNNING.name or not attrs.get(ATTR_REQUEST):
+                continue
+            name = summary.study_name
+            try:
+                spec = convert.spec_from_proto(convert.request_from_json(str(attrs[ATTR_REQUEST])))
+                study = self._load(spec)
+                trials = study.get_trials(deepcopy=False)
+                runner = self._runner(spec, study, n_existing=len(trials))
+                runner.adopt([t for t in trials if t.state == optuna.trial.TrialState.RUNNING])
+            except Exception:  # one broken study must not keep the others down
+                log.exception("could not resume study %s", name)
+                continue
+            with self._lock:
+                self._studies[name] = runner
+            runner.start(enqueue_initial=False)
+            self._watch_end(runner)
+            log.info("resumed study %s (%d trials so far)", name, len(trials))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the loops (studies stay in the store as they are)."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout_s)
+        self.trainers.close()
+
+    # ---- studies ---------------------------------------------------------------------------
+
+    def validate(self, spec: StudySpec) -> DatasetSummary:
+        """Raise InvalidArgument naming the first rule the spec breaks; what its data holds."""
+        validate(spec)
+        validate_sampler(spec.sampler.name, spec.sampler.options, spec.params)
+        validate_pruner(spec.pruner.name, spec.pruner.options)
+        min_resource = spec.pruner.options.get("min_resource", 1)
+        if isinstance(min_resource, int) and min_resource > spec.max_epochs:
+            raise InvalidArgument(
+                f"pruner.options.min_resource: is {min_resource}, but must be <= "
+                f"budget.max_epochs ({spec.max_epochs}); no trial would reach the first rung"
+            )
+        return summarize(spec.dataset, self.dataset_roots)
+
+    def start_study(
+        self,
+        spec: StudySpec,
+        *,
+        system_attrs: Mapping[str, Any] | None = None,
+        enqueue: Sequence[tuple[Mapping[str, object], Mapping[str, object]]] = (),
+    ) -> StudyStatus:
+        """Create the study in the store and start dispatching its trials.
+
+        ``system_attrs`` are kept with the study (e.g. its parent); ``enqueue`` adds trials
+        (params, user attrs) after the default one.
+        """
+        summary = self.validate(spec)
+        if spec.request_id and self._same_request(spec):
+            # The same request again (a client retry): the study it started.
+            return self.status(spec.name)
+        with self._lock:
+            if spec.name in self._studies or self._exists(spec.name):
+                raise AlreadyExists(
+                    f"study {spec.name!r} exists already; choose another name or delete it"
+                )
+            study = optuna.create_study(
+                storage=self.storage,
+                study_name=spec.name,
+                directions=[
+                    optuna.study.StudyDirection.MAXIMIZE
+                    if o.direction == "maximize"
+                    else optuna.study.StudyDirection.MINIMIZE
+                    for o in spec.objectives
+                ],
+                sampler=self._sampler(spec),
+                pruner=build_pruner(spec.pruner.name, spec.pruner.options, spec.max_epochs),
+            )
+            for key, value in (system_attrs or {}).items():
+                self.storage.set_study_system_attr(study._study_id, key, value)
+            study.set_user_attr("model", spec.model)
+            study.set_user_attr("dataset", spec.dataset.name)
+            study.set_user_attr("metric", spec.metric)
+            self.storage.set_study_system_attr(
+                study._study_id, ATTR_REQUEST, convert.request_to_json(convert.spec_to_proto(spec))
+            )
+            self.storage.set_study_system_attr(
+                study._study_id, ATTR_DATASET, dataclasses.asdict(summary)
+            )
+            runner = self._runner(spec, study)
+            self._studies[spec.name] = runner
+        try:
+            runner.start(extra=enqueue)
+        except Exception:
+            # Nothing half-made stays behind: the name is free again.
+            with self._lock:
+                self._studies.pop(spec.name, None)
+                optuna.delete_study(study_name=spec.name, storage=self.storage)
+            raise
+        self._watch_end(runner)
+        return self.status(spec.name)
+
+    def _same_request(self, spec: StudySpec) -> bool:
+        if not self._exists(spec.name):
+            return False
+        sid = self.storage.get_study_id_from_name(spec.name)
+        raw = self.storage.get_study_system_attrs(sid).get(ATTR_REQUEST)
+        return bool(raw) and convert.request_from_json(str(raw)).request_id == spec.request_id
+
+    def _load(self, spec: StudySpec) -> optuna.Study:
+        """A stored study with the sampler and pruner its spec names (to run it again)."""
+        return optuna.load_study(
+            study_name=spec.name,
+            storage=self.storage,
+            sampler=self._sampler(spec),
+            pruner=build_pruner(spec.pruner.name, spec.pruner.options, spec.max_epochs),
+        )
+
+    def _sampler(self, spec: StudySpec) -> optuna.samplers.BaseSampler:
+        ctx = SamplerContext(spec.seed, spec.params, constraints_func(spec.constraints))
+        return build_sampler(spec.sampler.name, spec.sampler.options, spec.seed, ctx)
+
+    def _runner(self, spec: StudySpec, study: optuna.Study, n_existing: int = 0) -> StudyRunner:
+        return StudyRunner(
+            spec,
+            study,
+            self.pool,
+            self.trainers,
+            self.redis,
+            self.keys,
+            self.metrics,
+            self._decision_timeout,
+            n_existing=n_existing,
+            max_attempts=self._max_attempts,
+        )
+
+    def _watch_end(self, runner: StudyRunner) -> None:
+        self.metrics.studies_running.inc()
+        threading.Thread(target=self._await_end, args=(runner,), daemon=True).start()
+
+    def spec_of(self, name: str) -> StudySpec:
+        """The spec a stored study was started with; NotFound / FailedPrecondition."""
+        status = self.status(name)
+        if not status.request_json:
+            raise FailedPrecondition(
+                f"study {name!r} was not made by molhpo (it has no request); nothing to do"
+            )
+        return convert.spec_from_proto(convert.request_from_json(status.request_json))
+
+    def resume_study(self, name: str, n_trials: int) -> StudyStatus:
+        """Continue a stopped, finished or orphaned study up to ``n_trials`` trials."""
+        spec = self.spec_of(name)
+        with self._lock:
+            old = self._studies.get(name)
+            if old is not None and not old.finished:
+                raise FailedPrecondition(f"study {name!r} is running; stop it before resuming it")
+            if n_trials < 0:
+                raise InvalidArgument(f"n_trials: is {n_trials}, but must be >= 0")
+            spec = dataclasses.replace(spec, n_trials=n_trials or spec.n_trials)
+            study = self._load(spec)
+            # A RUNNING trial no coordinator serves any more cannot finish: record why.
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                self.storage.set_trial_user_attr(t._trial_id, "failure_class", "orphaned")
+                self.storage.set_trial_user_attr(
+                    t._trial_id, "failure_reason", "its coordinator stopped before it ended"
+                )
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            existing = len(study.get_trials(deepcopy=False))
+            if existing >= spec.n_trials:
+                raise InvalidArgument(
+                    f"n_trials: study {name!r} has {existing} trials already; ask for more"
+                )
+            self.storage.set_study_system_attr(
+                study._study_id, ATTR_REQUEST, convert.request_to_json(convert.spec_to_proto(spec))
+            )
+            runner = self._runner(spec, study, n_existing=existing)
+            self._studies[name] = runner
+        runner.start(enqueue_initial=False)
+        self._watch_end(runner)
+        return self.status(name)
+
+    def _best_trials(self, name: str, k: int) -> list[optuna.trial.FrozenTrial]:
+        """The k best complete, feasible trials of a study, best first."""
+        status = self.status(name)
+        if len(status.directions) > 1:
+            raise FailedPrecondition(
+                f"study {name!r} has several objectives; it has a Pareto front, not a ranking"
+            )
+        sign = -1.0 if status.directions[0] == "maximize" else 1.0
+        done = [
+            t
+            for t in status.trials
+            if t.state == optuna.trial.TrialState.COMPLETE
+            and t.value is not None
+            and t.user_attrs.get(ATTR_FEASIBLE, True)
+        ]
+        if not done:
+            raise FailedPrecondition(f"study {name!r} has no complete trial yet")
+        return sorted(done, key=lambda t: sign * float(t.value or 0.0))[:k]
+
+    def refine_study(self, parent: str, name: str, percent: float, n_trials: int) -> StudyStatus:
+        """A follow-up study searching close to the parent's best trial."""
+        spec = self.spec_of(parent)
+        best = self._best_trials(parent, 1)[0]
+        child = dataclasses.replace(
+            spec,
+            name=name or f"{parent}-refine",
+            params=refine_space(spec.params, best.params, percent or 20.0),
+            n_trials=n_trials or spec.n_trials,
+            enqueue_default=False,
+            # Start where the parent ended: its best configuration is the child's trial 0.
+            enqueued=(dict(best.params),),
+        )
+        return self.start_study(child, system_attrs={ATTR_PARENT: parent})
+
+    def evaluate_study(
+        self,
+        name: str,
+        top_k: int,
+        seeds: int,
+        include_default: bool,
+        max_epochs: int,
+        evaluation_name: str,
+    ) -> StudyStatus:
+        """Retrain the top-k configurations (and the default) with several seeds."""
+        spec = self.spec_of(name)
+        if top_k < 0 or seeds < 0 or max_epochs < 0:
+            raise InvalidArgument("top_k, seeds and max_epochs must be >= 0 (0: the default)")
+        top_k, seeds = top_k or 3, seeds or 3
+        best = self._best_trials(name, top_k)
+        configs: list[tuple[str, dict[str, object]]] = [
+            (f"rank-{i + 1}", dict(t.params)) for i, t in enumerate(best)
+        ]
+        if include_default:
+            configs.append(("default", dict(default_trial(spec))))
+        enqueue = [
+            (params, {ATTR_CONFIG: label, ATTR_SEED_INDEX: s, "enqueued": "evaluation"})
+            for s in range(seeds)
+            for label, params in configs
+        ]
+        eval_spec = dataclasses.replace(
+            spec,
+            name=evaluation_name or f"{name}-eval",
+            n_trials=len(enqueue),
+            max_epochs=max_epochs or spec.max_epochs,
+            pruner=ComponentSpec("none", {}),
+            sampler=ComponentSpec("random", {}),
+            enqueue_default=False,
+            enqueued=(),
+            extra_objectives=(),
+            constraints=(),
+            return_test_predictions=True,
+        )
+        return self.start_study(eval_spec, system_attrs={ATTR_EVALUATION_OF: name}, enqueue=enqueue)
+
+    def evaluation(self, name: str) -> Evaluation | None:
+        """The evaluation summary of an evaluation study (None for other studies)."""
+        status = self.status(name)
+        sid = self.storage.get_study_id_from_name(name)
+        if ATTR_EVALUATION_OF not in self.storage.get_study_system_attrs(sid):
+            return None
+        return evaluate_trials(status.trials)
+
+    def start_race(
+        self,
+        name: str,
+        base: StudySpec,
+        entries: Sequence[tuple[str, ComponentSpec, ComponentSpec]],
+        concurrent: bool,
+        target: float,
+    ) -> None:
+        """One study per set-up on the same workload; one after another unless concurrent."""
+        if not entries:
+            raise InvalidArgument("entries: is empty; give at least one set-up")
+        specs = []
+        for i, (label, sampler, pruner) in enumerate(entries):
+            if not label:
+                raise InvalidArgument(f"entries[{i}].label: is empty")
+            specs.append(
+                dataclasses.replace(base, name=f"{name}-{label}", sampler=sampler, pruner=pruner)
+            )
+        for s in specs:  # refuse the whole race before any of it starts
+            self.validate(s)
+            if self._exists(s.name):
+                raise AlreadyExists(f"study {s.name!r} exists already; rename the race")
+
+        def attrs(i: int) -> dict[str, object]:
+            return {
+                ATTR_RACE: {
+                    "race": name,
+                    "label": entries[i][0],
+                    "index": i,
+                    "target": target,
+                    "n_entries": len(entries),
+                }
+            }
+
+        if concurrent:
+            for i, s in enumerate(specs):
+                self.start_study(s, system_attrs=attrs(i))
+            return
+        # The first set-up starts now, so the race exists as soon as this returns.
+        self.start_study(specs[0], system_attrs=attrs(0))
+
+        def run_in_turn() -> None:
+            for i, s in enumerate(specs):
+                if self._stop.is_set():
+                    return
+                if i > 0:
+                    self.start_study(s, system_attrs=attrs(i))
+                runner = self.runner(s.name)
+                while runner is not None and not runner.finished and not self._stop.is_set():
+                    runner.join(1.0)
+
+        threading.Thread(target=run_in_turn, name=f"race-{name}", daemon=True).start()
+
+    def race(self, name: str) -> tuple[list[RaceRow], float | None, bool]:
+        """Rows of a race in set-up order, the target value used, whether all ended."""
+        members = []
+        expected = 0
+        for s in self.storage.get_all_studies():
+            info = s.system_attrs.get(ATTR_RACE)
+            if isinstance(info, dict) and info.get("race") == name:
+                expected = int(info.get("n_entries", 0))
+                members.append(
+                    (
+                        int(info["index"]),
+                        str(info["label"]),
+                        s.study_name,
+                        float(info.get("target", 0.0)),
+                    )
+                )
+        if not members:
+            raise NotFound(f"race {name!r} does not exist")
+        members.sort()
+        statuses = [self.status(study) for _, _, study, _ in members]
+        target: float | None = members[0][3] or None
+        if target is None:
+            first = race_row(
+                members[0][1], members[0][2], statuses[0].trials, statuses[0].directions[0], None
+            )
+            target = first.best_value
+        rows = [
+            race_row(label, study, st.trials, st.directions[0], target)
+            for (_, label, study, _), st in zip(members, statuses, strict=True)
+        ]
+        finished = len(members) >= expected and all(
+            st.state is not StudyState.RUNNING for st in statuses
+        )
+        return rows, target, finished
+
+    def report(self, name: str) -> StudyReport:
+        """A study's report: Markdown, JSON, best parameters and PNG plots."""
+        self.status(name)  # NotFound
+        study = optuna.load_study(study_name=name, storage=self.storage)
+        predictions = None
+        multi = len(study.directions) > 1
+        if not multi and any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+            best = self._best_trials(name, 1)[0]
+            predictions = _test_predictions(best)
+        with tempfile.TemporaryDirectory() as tmp:
+            built = build_report(study, Path(tmp), predictions=predictions)
+            markdown = built.markdown.read_text()
+            summary = dict(built.summary)
+            evaluation = self.evaluation(name)
+            if evaluation is not None:
+                markdown += "\n" + evaluation_markdown(evaluation)
+                summary["evaluation"] = dataclasses.asdict(evaluation)
+            best_params = Path(tmp) / "best_params.json"
+            return StudyReport(
+                markdown=markdown,
+                json=json.dumps(summary, indent=2, default=str),
+                best_params_json=best_params.read_text() if best_params.exists() else "{}",
+                plots={p.name: p.read_bytes() for p in built.plots.values()},
+            )
+
+    def predict(
+        self, study: str, smiles: Sequence[str], top_k: int
+    ) -> tuple[list[float], list[list[float]], list[int], str]:
+        """Predictions of the best (or top-k averaged) models of a study, computed on a
+        trainer: (values, per-model values, trial numbers, units)."""
+        if not smiles:
+            raise InvalidArgument("smiles: is empty; give at least one SMILES")
+        if top_k < 0:
+            raise InvalidArgument(f"top_k: is {top_k}, but must be >= 0 (0 and 1: the best)")
+        best = self._best_trials(study, max(top_k, 1))
+        paths = []
+        for t in best:
+            path = t.user_attrs.get("checkpoint")
+            if not path:
+                raise FailedPrecondition(
+                    f"trial {t.number} of study {study!r} kept no checkpoint; retrain it "
+                    "(EvaluateStudy) to predict with it"
+                )
+            paths.append(str(path))
+        trainers = sorted(self.pool.snapshot(), key=lambda r: len(r.assigned))
+        if not trainers:
+            raise Unavailable("no trainer is registered to load the models; start one")
+        values, members = self.trainers.predict(trainers[0].address, paths, list(smiles))
+        units = ""
+        spec = self.spec_of(study)
+        if not spec.dataset.path and spec.dataset.name in catalogue.DATASETS:
+            units = catalogue.DATASETS[spec.dataset.name].units
+        return values, members, [t.number for t in best], units
+
+    def delete_study(self, name: str) -> None:
+        """Delete a study that does not run, with its checkpoints."""
+        self.status(name)  # NotFound
+        with self._lock:
+            runner = self._studies.get(name)
+            if runner is not None and not runner.finished:
+                raise FailedPrecondition(f"study {name!r} is running; stop it first")
+            self._studies.pop(name, None)
+            optuna.delete_study(study_name=name, storage=self.storage)
+        if self.artifact_root is not None:
+            target = (self.artifact_root / name).resolve()
+            if target.parent == self.artifact_root.resolve() and target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+
+    def _await_end(self, runner: StudyRunner) -> None:
+        while not runner.finished and not self._stop.is_set():
+            runner.join(1.0)
+        self.metrics.studies_running.dec()
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self.storage.get_study_id_from_name(name)
+        except KeyError:
+            return False
+        return True
+
+    def runners(self) -> list[StudyRunner]:
+        """Every study this process manages."""
+        with self._lock:
+            return list(self._studies.values())
+
+    def runner(self, name: str) -> StudyRunner | None:
+        """The runner of a study this process manages."""
+        with self._lock:
+            return self._studies.get(name)
+
+    def status(self, name: str) -> StudyStatus:
+        """A study's state, request and trials; NotFound for an unknown name."""
+        try:
+            sid = self.storage.get_study_id_from_name(name)
+        except KeyError:
+            raise NotFound(f"study {name!r} does not exist; see `molhpo study list`") from None
+        attrs = self.storage.get_study_system_attrs(sid)
+        trials = self.storage.get_all_trials(sid, deepcopy=False)
+        directions = tuple(
+            "maximize" if d == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+            for d in self.storage.get_study_directions(sid)
+        )
+        runner = self.runner(name)
+        if runner is not None:
+            state, message, end = runner.state, runner.message, runner.end_time
+        else:
+            raw = str(attrs.get(ATTR_STATE, "DETACHED"))
+            state = StudyState[raw] if raw in StudyState.__members__ else StudyState.DETACHED
+            if state is StudyState.RUNNING:
+                # Started by a coordinator that is gone; nobody dispatches it now.
+                state = StudyState.DETACHED
+            message = str(attrs.get(ATTR_MESSAGE, ""))
+            end = float(attrs.get(ATTR_END, 0.0))
+        return StudyStatus(
+            name=name,
+            state=state,
+            request_json=str(attrs.get(ATTR_REQUEST, "")),
+            trials=trials,
+            directions=directions,
+            start_time=float(attrs.get(ATTR_START, 0.0)),
+            end_time=end,
+            message=message,
+            dataset=_summary(attrs.get(ATTR_DATASET)),
+        )
+
+    def list_studies(self) -> list[StudyStatus]:
+        """Every study in the store."""
+        return [self.status(s.study_name) for s in self.storage.get_all_studies()]
+
+    def stop_study(self, name: str, cancel_running: bool) -> StudyStatus:
+        """Stop dispatching a study's trials."""
+        runner = self.runner(name)
+        if runner is None:
+            self.status(name)  # NotFound for unknown names
+            raise InvalidArgument(
+                f"study {name!r} is not running in this coordinator; nothing to stop"
+            )
+        runner.stop(cancel_running)
+        return self.status(name)
+
+    def watch(self, name: str, after: int, timeout_s: float) -> tuple[list[Event], bool]:
+        """Events of a running study newer than ``after``; (events, finished)."""
+        runner = self.runner(name)
+        if runner is None:
+            self.status(name)
+            return [], True
+        return runner.events.after(after, timeout_s)
+
+    # ---- loops -----------------------------------------------------------------------------
+
+    def _consume_reports(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                entries = self._reader.read(count=256, block_ms=200)
+                backoff = 0.1
+            except redis.RedisError as err:
+                log.warning("report stream unreadable (%s); retrying in %.1fs", err, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            done: list[str] = []
+            for entry in entries:
+                self._handle(entry.report)
+                done.append(entry.entry_id)
+            try:
+                self._reader.ack(done)
+            except redis.RedisError as err:
+                # Unacknowledged entries come back; handling them again is harmless.
+                log.warning("could not acknowledge %d reports: %s", len(done), err)
+
+    def _handle(self, report: object) -> None:
+        from molhpo.v1 import common_pb2
+
+        if not isinstance(report, common_pb2.TrialReport):
+            self.metrics.reports.labels("undecodable").inc()
+            return
+        runner = self.runner(report.study_name)
+        if runner is None:
+            self.metrics.reports.labels("unknown_study").inc()
+            return
+        body = report.WhichOneof("body")
+        try:
+            if body == "epoch":
+                t0 = time.perf_counter()
+                decision = runner.on_epoch(report)
+                if decision is None:
+                    self.metrics.reports.labels("stale").inc()
+                    return
+                self.metrics.decision_seconds.observe(time.perf_counter() - t0)
+                self.metrics.decisions.labels(decision.value).inc()
+                self.metrics.reports.labels("epoch").inc()
+            elif body == "result":
+                ok = runner.on_result(report)
+                self.metrics.reports.labels("result" if ok else "stale").inc()
+                if ok and report.result.failure_class not in ("trainer_lost", "drained"):
+                    self.pool.note_success(report.trainer_id)
+            else:
+                self.metrics.reports.labels("undecodable").inc()
+        except Exception:  # one bad report must not stop the consumer; it is logged and counted
+            log.exception("could not handle a report of trial %d", report.trial_number)
+            self.metrics.reports.labels("error").inc()
+
+    def _reap_trainers(self) -> None:
+        while not self._stop.wait(1.0):
+            gone: list[TrainerRecord] = self.pool.expire()
+            for rec in gone:
+                log.warning(
+                    "trainer %s at %s stopped sending heartbeats; forgetting it",
+                    rec.trainer_id,
+                    rec.address,
+                )
+                self.metrics.trainers_lost.inc()
+                for runner in self.runners():
+                    runner.on_trainer_lost(rec.trainer_id, rec.assigned)
+            for trainer_id, trial_id in self.pool.take_claimed():
+                for r in self.runners():
+                    if r.attach(trainer_id, trial_id):
+                        log.info("trial %d is still running on %s", trial_id, trainer_id)
+            for trial_id in self.pool.take_unclaimed():
+                for r in self.runners():
+                    r.unclaimed(trial_id)
+            for trainer_id, trial_id in self.pool.expired_leases():
+                self.metrics.lease_expiries.inc()
+                log.warning("lease of trial %d on trainer %s expired", trial_id, trainer_id)
+                if any(r.on_lease_expired(trainer_id, trial_id) for r in self.runners()) and (
+                    self.pool.note_loss(trainer_id)
+                ):
+                    self.metrics.trainers_rested.inc()
+                    log.warning("trainer %s lost trials in a row; resting it", trainer_id)
+            snap = self.pool.snapshot()
+            self.metrics.trainers_registered.set(len(snap))
+            total = sum(r.slots for r in snap)
+            busy = sum(len(r.assigned) for r in snap)
+            self.metrics.slots.labels("busy").set(busy)
+            self.metrics.slots.labels("free").set(max(total - busy, 0))
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    """What GetReport answers."""
+
+    markdown: str
+    json: str
+    best_params_json: str
+    plots: dict[str, bytes]
+
+
+def _test_predictions(trial: optuna.trial.FrozenTrial) -> dict[str, list[float]] | None:
+    """The best model's test-set predictions, from the trial or its checkpoint folder."""
+    if "test_predictions" in trial.user_attrs:
+        return {
+            "y_true": list(trial.user_attrs["test_targets"]),
+            "y_pred": list(trial.user_attrs["test_predictions"]),
+        }
+    path = trial.user_attrs.get("checkpoint")
+    if not path:
+        return None
+    file = Path(str(path)).parent / "test_predictions.json"
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or "y_true" not in data or "y_pred" not in data:
+        return None
+    return {"y_true": list(data["y_true"]), "y_pred": list(data["y_pred"])}
+
+
+def evaluation_markdown(e: Evaluation) -> str:
+    """The final-evaluation section of a report."""
+    lines = [
+        "## Final evaluation",
+        "",
+        "| configuration | runs | test rmse | test mae | test r2 |",
+        "|---|---|---|---|---|",
+    ]
+    for c in e.configs:
+        cells = [
+            f"{c.test_mean[m]:.4f} +/- {c.test_std[m]:.4f}" if m in c.test_mean else "-"
+            for m in ("rmse", "mae", "r2")
+        ]
+        lines.append(f"| {c.config} | {c.n_runs} | " + " | ".join(cells) + " |")
+    if e.ensemble_rmse_mean is not None:
+        lines.append("")
+        lines.append(
+            f"Ensemble of {', '.join(e.ensemble_members)} (averaged predictions): test rmse "
+            f"{e.ensemble_rmse_mean:.4f} +/- {e.ensemble_rmse_std or 0.0:.4f}."
+        )
+    by_name = {c.config: c for c in e.configs}
+    if "default" in by_name and "rank-1" in by_name and "rmse" in by_name["default"].test_mean:
+        a = by_name["default"].test_mean["rmse"]
+        b = by_name["rank-1"].test_mean["rmse"]
+        lines.append("")
+        lines.append(f"Tuning cut test RMSE from {a:.4f} (default configuration) to {b:.4f}.")
+    return "\n".join(lines) + "\n"
+
+
+def _summary(raw: object) -> DatasetSummary | None:
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return DatasetSummary(
+            name=str(raw["name"]),
+            n_molecules=int(raw["n_molecules"]),
+            n_invalid=int(raw["n_invalid"]),
+            invalid_examples=tuple(raw["invalid_examples"]),
+            target_names=tuple(raw["target_names"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None

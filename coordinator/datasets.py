@@ -1,0 +1,69 @@
+"""Reading a study's data set before any trial runs: it exists, it parses, it is not mostly
+rows RDKit rejects. Uses the trainer's own loaders (RDKit, no tensors), so the coordinator
+refuses exactly what a trainer would fail on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from coordinator.spec import DatasetSpec
+from molhpo.errors import InvalidArgument
+from trainer import catalogue
+from trainer.datasets import DatasetRequest, load_table
+from trainer.datasets.qm9 import QM9_PROPERTIES, qm9_data_folder
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What a data set holds."""
+
+    name: str
+    n_molecules: int
+    n_invalid: int
+    invalid_examples: tuple[str, ...]
+    target_names: tuple[str, ...]
+
+
+def request_of(d: DatasetSpec) -> DatasetRequest:
+    """The trainer-side request for a dataset spec."""
+    return DatasetRequest(
+        name=d.name,
+        path=d.path,
+        format=d.format,
+        smiles_column=d.smiles_column,
+        target_columns=d.target_columns,
+        target=d.target,
+        max_invalid_share=d.max_invalid_share,
+    )
+
+
+def summarize(d: DatasetSpec, roots: Sequence[Path]) -> DatasetSummary:
+    """Read the data set and count its rows; InvalidArgument (naming ``dataset``) when it
+    cannot be used."""
+    if not d.path and d.name == "qm9":
+        # 130k molecules take ~40 s to read: check what can go wrong without reading them.
+        if d.target and d.target not in QM9_PROPERTIES:
+            raise InvalidArgument(
+                f"dataset.target: unknown QM9 property {d.target!r}; choose one of: "
+                f"{', '.join(sorted(QM9_PROPERTIES))}"
+            )
+        try:
+            qm9_data_folder()
+        except InvalidArgument as err:
+            raise InvalidArgument(f"dataset: {err}") from None
+        info = catalogue.get_dataset("qm9")
+        return DatasetSummary("qm9", info.size, 0, (), (d.target or info.target,))
+    try:
+        table = load_table(request_of(d), roots)
+    except InvalidArgument as err:
+        raise InvalidArgument(f"dataset: {err}") from None
+    return DatasetSummary(
+        name=d.path or d.name,
+        n_molecules=len(table),
+        n_invalid=table.n_invalid,
+        invalid_examples=tuple(table.invalid_examples),
+        target_names=tuple(table.target_names),
+    )

@@ -1,0 +1,293 @@
+"""The trainer pool: who is there, how many slots each has free, who went silent.
+
+Trainers register and send heartbeats; a trainer silent for longer than the heartbeat timeout
+is forgotten, and the trials the coordinator had given it are handed back to their studies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainerRecord:
+    """What the coordinator knows about one trainer."""
+
+    trainer_id: str
+    address: str
+    slots: int
+    device: str
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    last_seen: float
+    # Trial ids given to it (negative ids: slots reserved for a trial being asked).
+    assigned: set[int] = field(default_factory=set)
+
+    @property
+    def free_slots(self) -> int:
+        """Slots not given to any trial."""
+        return max(self.slots - len(self.assigned), 0)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A slot held on one trainer while its trial is sampled and dispatched."""
+
+    trainer_id: str
+    address: str
+    token: int
+
+
+# A study that found no free slot counts as waiting for this long.
+_WAITING_MEMORY_S = 2.0
+
+
+def is_expired(last_seen: float, now: float, timeout_s: float) -> bool:
+    """Whether a trainer last heard from at ``last_seen`` is gone by ``now``."""
+    return now - last_seen > timeout_s
+
+
+def pick_trainer(
+    records: Iterable[TrainerRecord], model: str, dataset: str, avoid: frozenset[str] = frozenset()
+) -> TrainerRecord | None:
+    """The trainer with the most free slots that can run the model on the data set.
+
+    Ties go to the trainer with fewer trials, then the smaller id, so load spreads evenly.
+    """
+    best: TrainerRecord | None = None
+    for r in records:
+        if r.free_slots <= 0 or r.trainer_id in avoid:
+            continue
+        if (r.models and model not in r.models) or (r.datasets and dataset not in r.datasets):
+            continue
+        if best is None or (r.free_slots, -len(r.assigned), best.trainer_id) > (
+            best.free_slots,
+            -len(best.assigned),
+            r.trainer_id,
+        ):
+            best = r
+    return best
+
+
+class TrainerPool:
+    """Registered trainers and their slots; thread-safe."""
+
+    def __init__(
+        self,
+        heartbeat_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        lease_s: float = 15.0,
+    ):
+        self._timeout = heartbeat_timeout_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._trainers: dict[str, TrainerRecord] = {}
+        self._tokens = itertools.count(1)
+        self.changed = threading.Condition(self._lock)
+        # Fair share between studies: slots each study holds, which study holds each slot, and
+        # studies that asked for a slot recently and got none.
+        self._held: dict[str, int] = {}
+        # Leases: a dispatched trial's lease runs until this time unless its trainer's
+        # heartbeat lists it again; trainers that lose trials repeatedly are rested.
+        self.lease_s = lease_s
+        self._lease_until: dict[int, tuple[str, float]] = {}
+        self._losses: dict[str, int] = {}
+        self._rested_until: dict[str, float] = {}
+        # After a coordinator restart: trials whose trainer is not known yet (trial -> study,
+        # deadline), and those a trainer's heartbeat has claimed since.
+        self._orphans: dict[int, tuple[str, float]] = {}
+        self._claimed: list[tuple[str, int]] = []
+        self._slot_study: dict[int, str] = {}
+        self._waiting: dict[str, float] = {}
+
+    def register(self, record: TrainerRecord) -> None:
+        """Add a trainer, or refresh one that registers again (keeping its assignments)."""
+        with self._lock:
+            old = self._trainers.get(record.trainer_id)
+            if old is not None:
+                record.assigned = old.assigned
+            record.last_seen = self._clock()
+            self._trainers[record.trainer_id] = record
+            self.changed.notify_all()
+
+    def heartbeat(self, trainer_id: str, running: Iterable[int] = ()) -> bool:
+        """Note a trainer is alive and renew the leases of the trials it runs; False when it
+        is unknown (it must register again)."""
+        with self._lock:
+            rec = self._trainers.get(trainer_id)
+            if rec is None:
+                return False
+            now = self._clock()
+            rec.last_seen = now
+            for trial_id in running:
+                orphan = self._orphans.pop(trial_id, None)
+                if orphan is not None:
+                    # A trial a previous coordinator gave this trainer: take it back on.
+                    rec.assigned.add(trial_id)
+                    self._slot_study[trial_id] = orphan[0]
+                    self._held[orphan[0]] = self._held.get(orphan[0], 0) + 1
+                    self._lease_until[trial_id] = (trainer_id, now + self.lease_s)
+                    self._claimed.append((trainer_id, trial_id))
+                    continue
+                held = self._lease_until.get(trial_id)
+                if held is not None and held[0] == trainer_id:
+                    self._lease_until[trial_id] = (trainer_id, now + self.lease_s)
+            return True
+
+    def expect(self, trial_id: int, study: str) -> None:
+        """A running trial of unknown trainer (after a restart): wait one lease for a
+        trainer's heartbeat to claim it."""
+        with self._lock:
+            self._orphans[trial_id] = (study, self._clock() + self.lease_s)
+
+    def take_claimed(self) -> list[tuple[str, int]]:
+        """(trainer, trial) pairs claimed by heartbeats since the last call."""
+        with self._lock:
+            out, self._claimed = self._claimed, []
+            return out
+
+    def take_unclaimed(self) -> list[int]:
+        """Expected trials no trainer claimed within a lease: they must run again."""
+        now = self._clock()
+        with self._lock:
+            gone = [t for t, (_s, deadline) in self._orphans.items() if deadline < now]
+            for t in gone:
+                del self._orphans[t]
+            return gone
+
+    def expired_leases(self) -> list[tuple[str, int]]:
+        """(trainer, trial) pairs whose lease ran out; each is reported once."""
+        now = self._clock()
+        with self._lock:
+            gone = [(t, trial) for trial, (t, until) in self._lease_until.items() if until < now]
+            for _trainer, trial_id in gone:
+                del self._lease_until[trial_id]
+            return gone
+
+    def note_loss(self, trainer_id: str, limit: int = 3, rest_s: float = 300.0) -> bool:
+        """Count a trial lost on a trainer; after ``limit`` in a row it gets no work for
+        ``rest_s``. Returns whether it is now rested."""
+        with self._lock:
+            n = self._losses.get(trainer_id, 0) + 1
+            self._losses[trainer_id] = n
+            if n >= limit:
+                self._rested_until[trainer_id] = self._clock() + rest_s
+                self._losses[trainer_id] = 0
+                return True
+            return False
+
+    def note_success(self, trainer_id: str) -> None:
+        """A trial ended normally on this trainer: its losses in a row start again."""
+        with self._lock:
+            self._losses.pop(trainer_id, None)
+
+    def reserve(
+        self,
+        model: str,
+        dataset: str,
+        avoid: frozenset[str] = frozenset(),
+        study: str = "",
+    ) -> Reservation | None:
+        """Hold a free slot on the best trainer for this work, or None when none is free.
+
+        Slots are shared fairly between studies: while another study waits for a slot and
+        holds fewer than ``study`` does, ``study`` gets none (max-min fairness).
+        """
+        with self._lock:
+            now = self._clock()
+            self._waiting = {s: t for s, t in self._waiting.items() if now - t < _WAITING_MEMORY_S}
+            mine = self._held.get(study, 0)
+            if study and any(self._held.get(s, 0) < mine for s in self._waiting if s != study):
+                return None
+            rested = frozenset(t for t, until in self._rested_until.items() if until > now)
+            rec = pick_trainer(self._trainers.values(), model, dataset, avoid | rested)
+            if rec is None:
+                if study:
+                    self._waiting[study] = now
+                return None
+            self._waiting.pop(study, None)
+            token = -next(self._tokens)
+            rec.assigned.add(token)
+            self._held[study] = mine + 1
+            self._slot_study[token] = study
+            return Reservation(rec.trainer_id, rec.address, token)
+
+    def confirm(self, res: Reservation, trial_id: int) -> None:
+        """The reserved slot now runs ``trial_id``."""
+        with self._lock:
+            rec = self._trainers.get(res.trainer_id)
+            study = self._slot_study.pop(res.token, None)
+            if study is not None:
+                self._slot_study[trial_id] = study
+            if rec is not None:
+                rec.assigned.discard(res.token)
+                rec.assigned.add(trial_id)
+                self._lease_until[trial_id] = (res.trainer_id, self._clock() + self.lease_s)
+
+    def release(self, trainer_id: str, slot: int) -> None:
+        """Free a slot (a trial id, or a reservation token)."""
+        with self._lock:
+            self._forget_slot(slot)
+            held = self._lease_until.get(slot)
+            if held is not None and held[0] == trainer_id:
+                del self._lease_until[slot]
+            rec = self._trainers.get(trainer_id)
+            if rec is not None:
+                rec.assigned.discard(slot)
+                self.changed.notify_all()
+
+    def held(self, study: str) -> int:
+        """Slots a study holds now."""
+        with self._lock:
+            return self._held.get(study, 0)
+
+    def _forget_slot(self, slot: int) -> None:
+        study = self._slot_study.pop(slot, None)
+        if study is not None:
+            left = self._held.get(study, 0) - 1
+            if left > 0:
+                self._held[study] = left
+            else:
+                self._held.pop(study, None)
+
+    def expire(self) -> list[TrainerRecord]:
+        """Forget trainers whose heartbeats stopped; returns them with their assignments."""
+        now = self._clock()
+        with self._lock:
+            gone = [
+                r for r in self._trainers.values() if is_expired(r.last_seen, now, self._timeout)
+            ]
+            for r in gone:
+                del self._trainers[r.trainer_id]
+                for slot in r.assigned:
+                    self._forget_slot(slot)
+                    self._lease_until.pop(slot, None)
+            if gone:
+                self.changed.notify_all()
+            return gone
+
+    def snapshot(self) -> list[TrainerRecord]:
+        """A copy of every record."""
+        with self._lock:
+            return [
+                TrainerRecord(
+                    r.trainer_id,
+                    r.address,
+                    r.slots,
+                    r.device,
+                    r.models,
+                    r.datasets,
+                    r.last_seen,
+                    set(r.assigned),
+                )
+                for r in self._trainers.values()
+            ]
+
+    def wait_for_change(self, timeout_s: float) -> None:
+        """Block until a trainer joins or a slot is freed, at most ``timeout_s``."""
+        with self._lock:
+            self.changed.wait(timeout_s)

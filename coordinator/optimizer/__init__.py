@@ -1,0 +1,1 @@
+"""Optuna samplers and pruners by name, with validated options."""

@@ -1,0 +1,1 @@
+"""Where molhpo keeps things: Redis key layout, report stream, decisions, the study store."""

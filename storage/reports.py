@@ -1,0 +1,118 @@
+"""The report stream: trainers append TrialReports, the coordinator reads them in a group.
+
+Redis streams with a consumer group give at-least-once delivery: an entry stays pending until
+the coordinator acknowledges it, so a coordinator that restarts re-reads what it had not
+acknowledged. Consumers therefore treat a report as idempotent per (trial, step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from molhpo.v1 import common_pb2
+from storage.keys import RedisKeys
+
+# Trimming keeps the stream bounded; acknowledged reports are not needed again.
+_STREAM_MAXLEN = 1_000_000
+_FIELD = "r"
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    """One report read from the stream, with the id to acknowledge it by."""
+
+    entry_id: str
+    report: common_pb2.TrialReport | None
+    """None when the entry could not be decoded (it is acknowledged and counted)."""
+
+
+def publish(client: redis.Redis, keys: RedisKeys, report: common_pb2.TrialReport) -> str:
+    """Append a report to the stream; returns its entry id."""
+    entry_id = client.xadd(
+        keys.reports,
+        {_FIELD: report.SerializeToString()},
+        maxlen=_STREAM_MAXLEN,
+        approximate=True,
+    )
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+class ReportReader:
+    """Reads the report stream as one consumer of the coordinator's group."""
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys, consumer: str) -> None:
+        self._client = client
+        self._keys = keys
+        self._consumer = consumer
+        # Entries delivered to this consumer before a restart are read first ("0"), then new
+        # ones (">").
+        self._pending_first = True
+
+    def ensure_group(self) -> None:
+        """Create the stream and its consumer group if they do not exist yet."""
+        try:
+            self._client.xgroup_create(
+                self._keys.reports, self._keys.report_group, id="0", mkstream=True
+            )
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+
+    def read(self, count: int = 256, block_ms: int = 100) -> list[StreamEntry]:
+        """Up to ``count`` entries, waiting at most ``block_ms`` for new ones."""
+        if self._pending_first:
+            entries = self._read("0", count, None)
+            if entries:
+                return entries
+            self._pending_first = False
+        return self._read(">", count, block_ms)
+
+    def _read(self, start: str, count: int, block_ms: int | None) -> list[StreamEntry]:
+        try:
+            answer = self._client.xreadgroup(
+                self._keys.report_group,
+                self._consumer,
+                {self._keys.reports: start},
+                count=count,
+                block=block_ms,
+            )
+        except redis.ResponseError as err:
+            if "NOGROUP" not in str(err):
+                raise
+            # The stream was deleted (e.g. Redis restarted without persistence): recreate.
+            self.ensure_group()
+            return []
+        out: list[StreamEntry] = []
+        # [[stream, [(id, {field: value}), ...]], ...]
+        streams: list[Any] = answer or []  # type: ignore[assignment]
+        for _stream, messages in streams:
+            for raw_id, fields in messages:
+                entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                out.append(StreamEntry(entry_id, _decode(fields)))
+        return out
+
+    def ack(self, entry_ids: list[str]) -> None:
+        """Acknowledge entries so they are not delivered again, and drop them."""
+        if not entry_ids:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xack(self._keys.reports, self._keys.report_group, *entry_ids)
+        pipe.xdel(self._keys.reports, *entry_ids)
+        pipe.execute()
+
+
+def _decode(fields: dict[bytes, bytes] | None) -> common_pb2.TrialReport | None:
+    if not fields:
+        return None
+    payload = fields.get(_FIELD.encode())
+    if payload is None:
+        return None
+    report = common_pb2.TrialReport()
+    try:
+        report.ParseFromString(payload)
+    except Exception:  # protobuf raises DecodeError, a bare Exception subclass
+        return None
+    return report

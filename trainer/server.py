@@ -1,0 +1,202 @@
+"""The trainer process: wiring, make_server() for tests, serve() for the command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health
+from prometheus_client import start_http_server
+
+from molhpo import grpc_util, security
+from molhpo.errors import InvalidArgument
+from molhpo.v1 import trainer_pb2, trainer_pb2_grpc
+from storage.artifacts import ArtifactStore
+from storage.keys import RedisKeys
+from storage.redis_conn import connect
+from trainer import catalogue
+from trainer.featurize import set_disk_cache
+from trainer.membership import MembershipAgent
+from trainer.metrics import BusyCollector, GpuCollector, TrainerMetrics
+from trainer.service import TrainerServicer
+from trainer.settings import TrainerSettings
+from trainer.worker import TrialWorker
+
+log = logging.getLogger(__name__)
+
+TRAINER_SERVICE = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
+SERVICE_NAMES = [TRAINER_SERVICE]
+
+
+def security_interceptors(settings: TrainerSettings) -> list[grpc.ServerInterceptor]:
+    """Checks that only the coordinator calls TrainerService: its client-certificate common
+    name (allowed_client_cn, needs mutual TLS) and the shared trainer_token, as configured.
+    Health and reflection stay open (probes)."""
+    interceptors: list[grpc.ServerInterceptor] = []
+    allowed = security.parse_names(settings.allowed_client_cn)
+    if allowed:
+        if not settings.tls_client_ca:
+            raise InvalidArgument(
+                f"allowed_client_cn = {settings.allowed_client_cn!r} needs mutual TLS to see "
+                "client certificates; set tls_client_ca (with tls_cert and tls_key), or clear "
+                "allowed_client_cn"
+            )
+        interceptors.append(grpc_util.ClientCertInterceptor(SERVICE_NAMES, allowed))
+    tokens = security.parse_tokens(
+        settings.trainer_token.get_secret_value(), setting="trainer_token"
+    )
+    if tokens:
+        interceptors.append(
+            grpc_util.BearerTokenInterceptor(
+                SERVICE_NAMES,
+                tokens,
+                "only the coordinator may call trainers: set the coordinator's trainer_token "
+                "to this trainer's trainer_token",
+            )
+        )
+        if not (settings.tls_cert and settings.tls_key):
+            log.warning(
+                "trainer_token is checked but TLS is off: the token crosses the network in "
+                "clear text; set tls_cert and tls_key"
+            )
+    log.info(
+        "security: TLS %s, mutual TLS %s, allowed client CNs %s, trainer token %s",
+        "on" if settings.tls_cert and settings.tls_key else "off",
+        "on" if settings.tls_client_ca else "off",
+        ", ".join(allowed) or "any",
+        "on" if tokens else "off",
+    )
+    return interceptors
+
+
+def describe_device(setting: str) -> str:
+    """The device trials run on, in words ("cpu", "cuda:0 (NVIDIA H100)")."""
+    import torch
+
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda"):
+        idx = int(setting.split(":")[1]) if ":" in setting else 0
+        return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
+    return setting
+
+
+@dataclass
+class TrainerServer:
+    """A built, unstarted trainer."""
+
+    server: grpc.Server
+    port: int
+    address: str
+    worker: TrialWorker
+    membership: MembershipAgent
+    health: health.HealthServicer
+    metrics: TrainerMetrics
+    settings: TrainerSettings
+
+    def start(self) -> None:
+        """Serve, then join the coordinator's pool."""
+        self.server.start()
+        self.membership.start()
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING, leave the pool, cancel running trials, stop the server."""
+        grpc_util.mark_not_serving(self.health, SERVICE_NAMES)
+        self.membership.stop()
+        # Running trials stop after their epoch, save their state and go back to the
+        # coordinator ("drained"), which dispatches them again elsewhere to resume.
+        self.worker.cancel_all("trainer shutting down", "drained")
+        grace = self.settings.grace_s if grace_s is None else grace_s
+        self.worker.join(grace)
+        self.server.stop(grace).wait()
+
+
+def make_server(settings: TrainerSettings) -> TrainerServer:
+    """Build the trainer (bound, not started) so tests can listen on port 0.
+
+    Every TLS file is read here, once: a bad path fails before anything runs.
+    """
+    import torch
+
+    credentials = security.server_credentials(
+        settings.tls_cert, settings.tls_key, settings.tls_client_ca
+    )
+    interceptors = security_interceptors(settings)
+    coordinator_tls = security.ClientTLS.from_paths(
+        settings.tls_ca, settings.tls_client_cert, settings.tls_client_key, settings.tls_server_name
+    )
+
+    threads = settings.torch_threads or max((os.cpu_count() or 1) // settings.slots, 1)
+    torch.set_num_threads(threads)
+    set_disk_cache(Path(settings.cache_dir) if settings.cache_dir else None)
+    trainer_id = settings.trainer_id or f"{socket.gethostname()}-{os.getpid()}"
+    metrics = TrainerMetrics(settings.slots)
+    artifact_root = Path(settings.artifact_dir).resolve() if settings.artifact_dir else None
+    worker = TrialWorker(
+        trainer_id,
+        settings.slots,
+        connect(settings.redis_url),
+        RedisKeys(settings.key_prefix),
+        metrics,
+        tuple(str(p) for p in settings.dataset_root_paths),
+        ArtifactStore(artifact_root) if artifact_root else None,
+    )
+    metrics.registry.register(BusyCollector(worker.busy_seconds))
+    metrics.registry.register(GpuCollector())
+    server = grpc_util.new_server(
+        [
+            grpc_util.MetricsInterceptor(metrics.registry, "trainer"),
+            *interceptors,
+            grpc_util.ErrorInterceptor(),
+        ],
+        max_message_bytes=settings.max_message_bytes,
+    )
+    port = grpc_util.bind(server, settings.listen, credentials)
+    address = settings.advertise or f"{settings.listen.rsplit(':', 1)[0]}:{port}"
+    device = describe_device(settings.device)
+
+    def info() -> trainer_pb2.TrainerInfo:
+        return trainer_pb2.TrainerInfo(
+            trainer_id=trainer_id,
+            address=address,
+            slots=settings.slots,
+            busy_slots=worker.busy(),
+            device=device,
+            running_trial_ids=worker.running_ids(),
+            models=sorted(catalogue.MODELS),
+            datasets=sorted(catalogue.DATASETS),
+        )
+
+    trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
+        TrainerServicer(worker, info, artifact_root), server
+    )
+    health_servicer = grpc_util.add_health_and_reflection(server, SERVICE_NAMES)
+    membership = MembershipAgent(
+        settings.coordinator,
+        info,
+        tls=coordinator_tls,
+        token=security.sending_token(settings.trainer_token.get_secret_value()),
+    )
+    return TrainerServer(
+        server, port, address, worker, membership, health_servicer, metrics, settings
+    )
+
+
+def serve(settings: TrainerSettings) -> None:
+    """Run the trainer until SIGTERM/SIGINT."""
+    built = make_server(settings)
+    if settings.metrics_port >= 0:
+        httpd, _thread = start_http_server(
+            settings.metrics_port, settings.metrics_host, registry=built.metrics.registry
+        )
+        print(
+            f"metrics http://{settings.metrics_host}:{httpd.server_address[1]}/metrics", flush=True
+        )
+    built.start()
+    print(f"trainer {built.worker.trainer_id} listening on {built.address}", flush=True)
+    done = grpc_util.wait_for_termination_signal(built.stop)
+    done.wait()

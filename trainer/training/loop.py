@@ -1,0 +1,638 @@
+"""The training loop of one trial: data, split, features, model, optimiser, per-epoch reports.
+
+``train`` reads a bundled data set, splits it, featurises it through the process-wide cache,
+builds the model from the catalogue's hyperparameters and trains it on standardised targets.
+After every epoch it measures the validation set in the target's units and reports an
+``EpochResult`` through ``on_epoch``, whose answer decides whether to go on (a pruned or
+cancelled trial answers False). The weights of the best validation epoch are kept in memory,
+and the test set is measured with them at the end.
+
+The recipe is part of the hyperparameters (``catalogue.TRAINING_HYPERPARAMETERS``); the defaults
+are plain Adam with a constant learning rate on MSE, no clipping and no early stopping:
+
+- ``optimizer``: adam (weight_decay as an L2 term) or adamw (decoupled weight decay).
+- ``scheduler``: constant; cosine (CosineAnnealingLR stepped once per epoch, from lr down to
+  ``final_lr_ratio * lr`` at epoch max_epochs); plateau (ReduceLROnPlateau on the validation
+  objective, in its direction, with ``plateau_factor`` and ``plateau_patience``).
+- ``patience`` > 0: early stopping once that many epochs in a row brought no validation
+  improvement of the objective. Training then ends with ``epochs_trained < max_epochs`` and
+  ``stopped=False``: ``stopped`` only means that ``on_epoch`` asked to stop.
+- ``grad_clip`` > 0: the gradients' global L2 norm is clipped to it (``clip_grad_norm_``).
+- ``loss``: mse, l1 or huber (delta 1), all on standardised targets.
+- ``amp``: autocast mixed precision (bfloat16 where the GPU supports it, else float16 with a
+  gradient scaler); used only on CUDA devices and a no-op on CPU. Losses and metrics are
+  always computed in float32/float64.
+
+``TrainConfig.max_molecules`` > 0 trains on a random subset of that many molecules (drawn with
+``split_seed``, then split as usual): quick smoke runs and tests on a slice of a data set.
+
+Determinism: the split depends only on ``split_seed``. Weight initialisation is seeded with
+``seed`` under a process-wide lock (trials run in threads and torch's generator is global);
+batch order and dropout masks (``SeededDropout``) come from private generators derived from
+``seed``. So on CPU a trial is reproducible even while other trials train in the same process.
+On CUDA, scatter-based pooling uses atomic adds and can differ in the last bits between runs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from molhpo.errors import DivergedError, InvalidArgument, InvalidConfigError
+from trainer.catalogue import (
+    METRICS,
+    get_dataset,
+    get_model,
+    param_float,
+    param_int,
+    resolve_params,
+)
+from trainer.datasets import DatasetRequest, MoleculeTable, load_table, split_dataset
+from trainer.featurize import (
+    ConformerFeatures,
+    DescriptorFeatures,
+    GraphFeatures,
+    SmilesFeatures,
+    featurize,
+    standardize,
+)
+from trainer.models import build_model
+from trainer.predict import checkpoint_inputs, data_request_dict
+from trainer.training.metrics import regression_metrics
+
+EVAL_BATCH_SIZE = 1024
+"""Molecules per forward pass when predicting the validation and test sets."""
+
+_seed_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one trial needs; ``params`` may be partial (the catalogue fills defaults).
+
+    ``device`` (an extension of the shared contract) is a torch device string such as "cpu" or
+    "cuda:0"; the trainer process decides it. ``max_molecules`` > 0 (also an extension) keeps a
+    random subset of that many molecules, drawn with ``split_seed``; 0 uses them all.
+    """
+
+    dataset: str
+    model: str
+    params: Mapping[str, object]
+    max_epochs: int
+    seed: int = 0
+    split: str = "random"
+    split_seed: int = 0
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    objective_metric: str = "rmse"
+    objective_direction: str = "minimize"
+    device: str = "cpu"
+    max_molecules: int = 0
+    data: DatasetRequest | None = None
+    """A user file, a QM9 property or an invalid-row limit; None: the bundled ``dataset``."""
+    dataset_roots: tuple[str, ...] = ()
+    """Folders user files must lie in (set by the trainer process, not by studies)."""
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one epoch did; ``step`` is the 1-based epoch number (the resource used so far)."""
+
+    step: int
+    train_loss: float
+    valid_metrics: dict[str, float]
+    seconds: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The outcome of ``train``; metrics are in the target's units.
+
+    ``stopped`` is True only when ``on_epoch`` answered False. Early stopping (``patience``)
+    ends training with ``epochs_trained < max_epochs`` and ``stopped`` False.
+    """
+
+    epochs_trained: int
+    stopped: bool
+    best_step: int
+    best_valid_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    seconds: float
+    n_parameters: int
+    test_predictions: tuple[float, ...] = ()
+    """Predictions of the best epoch's model on the test rows (test-row order)."""
+    test_targets: tuple[float, ...] = ()
+    """The test rows' targets, in the same order."""
+    resumed_from: int = 0
+    """The epoch this run resumed after (0: it started from scratch)."""
+
+
+@dataclass
+class _Data:
+    """A trial's inputs on its device, behind one ``predict(model, rows)`` for both input kinds.
+
+    ``y`` [n] holds the standardised targets of every molecule (float32, on the device).
+    """
+
+    predict: Callable[[nn.Module, np.ndarray], torch.Tensor]
+    y: torch.Tensor
+    in_features: int
+    edge_features: int
+
+
+def _descriptor_data(
+    features: DescriptorFeatures, train_rows: np.ndarray, y: torch.Tensor, device: torch.device
+) -> _Data:
+    x = torch.from_numpy(standardize(features.values, train_rows)).to(device)
+
+    def predict(model: nn.Module, rows: np.ndarray) -> torch.Tensor:
+        out: torch.Tensor = model(x[torch.from_numpy(rows).to(device)])
+        return out
+
+    return _Data(predict=predict, y=y, in_features=features.num_features, edge_features=0)
+
+
+def _graph_data(features: GraphFeatures, y: torch.Tensor, device: torch.device) -> _Data:
+    packed = features.packed.to(device)
+
+    def predict(model: nn.Module, rows: np.ndarray) -> torch.Tensor:
+        b = packed.batch(rows)
+        out: torch.Tensor = model(b.x, b.edge_index, b.edge_attr, b.batch, b.num_graphs)
+        return out
+
+    return _Data(
+        predict=predict,
+        y=y,
+        in_features=features.num_node_features,
+        edge_features=features.num_edge_features,
+    )
+
+
+def _smiles_data(features: SmilesFeatures, y: torch.Tensor, device: torch.device) -> _Data:
+    on_device = features.to(device)
+
+    def predict(model: nn.Module, rows: np.ndarray) -> torch.Tensor:
+        out: torch.Tensor = model(on_device.one_hot(torch.from_numpy(rows).to(device)))
+        return out
+
+    return _Data(predict=predict, y=y, in_features=features.num_features, edge_features=0)
+
+
+def _conformer_data(features: ConformerFeatures, y: torch.Tensor, device: torch.device) -> _Data:
+    packed = features.packed.to(device)
+
+    def predict(model: nn.Module, rows: np.ndarray) -> torch.Tensor:
+        b = packed.batch(rows)
+        out: torch.Tensor = model(b.z, b.pos, b.batch, b.num_graphs)
+        return out
+
+    return _Data(predict=predict, y=y, in_features=features.num_features, edge_features=0)
+
+
+_PER_TABLE_FIELDS = frozenset({"name", "units", "n_invalid", "invalid_examples", "target_names"})
+"""MoleculeTable fields that describe the table, not its molecules (kept as they are by
+``_subset``); every other field holding one entry per molecule is cut with the rows."""
+
+
+def _subset(table: MoleculeTable, max_molecules: int, seed: int) -> MoleculeTable:
+    """``table`` cut to ``max_molecules`` random molecules (kept in table order) when it has
+    more; the subset gets its own name so its features are cached apart from the full set's.
+    Per-molecule fields (SMILES, targets and any array or tuple with one entry per molecule,
+    such as conformers) are cut alike."""
+    n = len(table)
+    if max_molecules <= 0 or max_molecules >= n:
+        return table
+    keep = np.sort(np.random.default_rng(seed).choice(n, max_molecules, replace=False))
+    changes: dict[str, object] = {"name": f"{table.name}[{max_molecules} molecules, seed {seed}]"}
+    for f in fields(table):
+        value = getattr(table, f.name)
+        if f.name in _PER_TABLE_FIELDS or value is None:
+            continue
+        if isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == n:
+            cut = value[keep]
+            cut.flags.writeable = value.flags.writeable
+            changes[f.name] = cut
+        elif isinstance(value, list | tuple) and len(value) == n:
+            changes[f.name] = type(value)(value[i] for i in keep)
+    return replace(table, **changes)  # type: ignore[arg-type]
+
+
+def _optimizer(params: Mapping[str, object], model: nn.Module) -> torch.optim.Optimizer:
+    lr = param_float(params, "lr")
+    weight_decay = param_float(params, "weight_decay")
+    if params["optimizer"] == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def _loss_fn(name: object) -> nn.Module:
+    if name == "l1":
+        return nn.L1Loss()
+    if name == "huber":
+        return nn.HuberLoss(delta=1.0)
+    return nn.MSELoss()
+
+
+class _Schedule:
+    """The learning-rate schedule of the recipe, stepped once per epoch (``end_of_epoch``)."""
+
+    def __init__(
+        self,
+        params: Mapping[str, object],
+        optimizer: torch.optim.Optimizer,
+        max_epochs: int,
+        direction: str,
+    ) -> None:
+        self.kind = str(params["scheduler"])
+        self.cosine: torch.optim.lr_scheduler.CosineAnnealingLR | None = None
+        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        lr = param_float(params, "lr")
+        if self.kind == "cosine":
+            self.cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max_epochs, eta_min=param_float(params, "final_lr_ratio") * lr
+            )
+        elif self.kind == "plateau":
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer,
+                mode="min" if direction == "minimize" else "max",
+                factor=param_float(params, "plateau_factor"),
+                patience=param_int(params, "plateau_patience"),
+                threshold=0.0,
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The schedule's state (for resuming)."""
+        if self.cosine is not None:
+            return dict(self.cosine.state_dict())
+        if self.plateau is not None:
+            return dict(self.plateau.state_dict())
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict`."""
+        if self.cosine is not None and state:
+            self.cosine.load_state_dict(state)
+        elif self.plateau is not None and state:
+            self.plateau.load_state_dict(state)
+
+    def end_of_epoch(self, objective: float) -> None:
+        """Advance the schedule after an epoch whose validation objective was ``objective``."""
+        if self.cosine is not None:
+            self.cosine.step()
+        elif self.plateau is not None:
+            self.plateau.step(objective)
+
+
+def _autocast(device: torch.device, enabled: bool) -> Callable[[], AbstractContextManager[object]]:
+    """A factory of the mixed-precision context for forward passes (a no-op off CUDA)."""
+    if not enabled or device.type != "cuda":
+        return nullcontext
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def context() -> AbstractContextManager[object]:
+        return torch.autocast(device_type="cuda", dtype=dtype)
+
+    return context
+
+
+def _check_config(config: TrainConfig) -> None:
+    """InvalidArgument for settings that break a rule, before any work is done."""
+    if config.data is None or not config.data.path:
+        get_dataset(config.dataset)
+    get_model(config.model)
+    if config.max_epochs < 1:
+        raise InvalidArgument(f"max_epochs is {config.max_epochs}; it must be at least 1")
+    if config.max_molecules < 0:
+        raise InvalidArgument(
+            f"max_molecules is {config.max_molecules}; it must be 0 (all) or a positive count"
+        )
+    direction = METRICS.get(config.objective_metric)
+    if direction is None:
+        raise InvalidArgument(
+            f"unknown objective_metric '{config.objective_metric}'; choose one of: "
+            f"{', '.join(sorted(METRICS))}"
+        )
+    if config.objective_direction != direction:
+        raise InvalidArgument(
+            f"objective_direction is '{config.objective_direction}' but "
+            f"{config.objective_metric} is to be {direction}d; set it to '{direction}'"
+        )
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise InvalidArgument(f"invalid device '{name}': {exc}; use e.g. cpu or cuda:0") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgument(f"device '{name}' requested but CUDA is not available; use cpu")
+    return device
+
+
+def _evaluate(
+    model: nn.Module,
+    data: _Data,
+    rows: np.ndarray,
+    autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
+) -> np.ndarray:
+    """Standardised predictions [len(rows)] of ``model`` in eval mode, as float64 numpy."""
+    model.eval()
+    parts: list[torch.Tensor] = []
+    with torch.no_grad():
+        for start in range(0, len(rows), EVAL_BATCH_SIZE):
+            with autocast():
+                parts.append(data.predict(model, rows[start : start + EVAL_BATCH_SIZE]).float())
+    return torch.cat(parts).double().cpu().numpy()
+
+
+def _out_of_memory(
+    config: TrainConfig, batch_size: int, n_parameters: int, exc: BaseException
+) -> InvalidConfigError:
+    return InvalidConfigError(
+        f"model '{config.model}' ran out of memory on {config.device} with batch_size "
+        f"{batch_size} and {n_parameters} parameters ({exc}); lower batch_size or the model size"
+    )
+
+
+def _is_better(value: float, best: float | None, direction: str) -> bool:
+    if best is None:
+        return True
+    return value < best if direction == "minimize" else value > best
+
+
+class ResumeStore(Protocol):
+    """Where a trial keeps the state it resumes from after its trainer was lost."""
+
+    every: int
+    """Save after every this many epochs."""
+
+    def load(self) -> dict[str, Any] | None:
+        """The last saved state, or None."""
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Replace the saved state."""
+
+
+def _dropout_states(model: nn.Module) -> list[torch.Tensor | None]:
+    """The private generators' states of the model's seeded dropout layers, in order."""
+    out: list[torch.Tensor | None] = []
+    for m in model.modules():
+        if hasattr(m, "seed") and hasattr(m, "_generator"):
+            gen: Any = getattr(m, "_generator", None)
+            out.append(None if gen is None else gen.get_state())
+    return out
+
+
+def _set_dropout_states(model: nn.Module, states: list[torch.Tensor | None]) -> None:
+    layers = [m for m in model.modules() if hasattr(m, "seed") and hasattr(m, "_generator")]
+    for m, state in zip(layers, states, strict=False):
+        if state is not None:
+            gen = torch.Generator(device="cpu")
+            gen.set_state(state)
+            setattr(m, "_generator", gen)  # noqa: B010 - a private field of SeededDropout
+
+
+class CheckpointSink(Protocol):
+    """Where a trial's best epochs go (e.g. storage.artifacts.TopKCheckpoints)."""
+
+    def wants(self, value: float) -> bool:
+        """Whether an epoch with this objective value would be kept."""
+
+    def save(self, step: int, value: float, payload: dict[str, Any]) -> Any:
+        """Keep a checkpoint."""
+
+
+def train(
+    config: TrainConfig,
+    on_epoch: Callable[[EpochResult], bool],
+    checkpoints: CheckpointSink | None = None,
+    resume: ResumeStore | None = None,
+) -> TrainResult:
+    """Train one trial; ``on_epoch`` is called after every epoch, return False to stop at once.
+
+    Epochs good enough for ``checkpoints`` are saved there with everything needed to rebuild
+    the model: family, resolved hyperparameters, input sizes, weights and target scaling.
+
+    Raises InvalidArgument for unknown names or out-of-range settings, InvalidConfigError for
+    hyperparameters that cannot work (e.g. running out of memory), DivergedError when the
+    training loss or the validation predictions become NaN or infinite.
+    """
+    started = time.perf_counter()
+    _check_config(config)
+    family = get_model(config.model)
+    params = resolve_params(config.model, config.params)
+    lr = param_float(params, "lr")
+    batch_size = param_int(params, "batch_size")
+    patience = param_int(params, "patience")
+    grad_clip = param_float(params, "grad_clip")
+    device = _device(config.device)
+    autocast = _autocast(device, bool(params["amp"]))
+
+    request = config.data or DatasetRequest(name=config.dataset)
+    roots = tuple(Path(r) for r in config.dataset_roots)
+    table = _subset(load_table(request, roots), config.max_molecules, config.split_seed)
+    train_rows, valid_rows, test_rows = split_dataset(
+        table,
+        kind=config.split,
+        seed=config.split_seed,
+        valid_fraction=config.valid_fraction,
+        test_fraction=config.test_fraction,
+    )
+    if len(valid_rows) == 0:
+        raise InvalidArgument(
+            f"valid_fraction {config.valid_fraction} leaves no validation molecules out of "
+            f"{len(table)}; the best epoch is chosen on them, so make it larger"
+        )
+    targets = table.targets
+    y_mean = float(targets[train_rows].mean())
+    y_std = float(targets[train_rows].std())
+    if not y_std > 0.0:
+        y_std = 1.0
+    y = torch.tensor((targets - y_mean) / y_std, dtype=torch.float32, device=device)
+
+    features = featurize(table, family.featurizer)
+    if isinstance(features, DescriptorFeatures):
+        data = _descriptor_data(features, train_rows, y, device)
+    elif isinstance(features, SmilesFeatures):
+        data = _smiles_data(features, y, device)
+    elif isinstance(features, ConformerFeatures):
+        data = _conformer_data(features, y, device)
+    else:
+        data = _graph_data(features, y, device)
+
+    with _seed_lock:
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        torch.manual_seed(config.seed)
+        model = build_model(config.model, params, data.in_features, data.edge_features)
+    n_parameters = sum(p.numel() for p in model.parameters())
+    try:
+        model = model.to(device)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise _out_of_memory(config, batch_size, n_parameters, exc) from exc
+    optimizer = _optimizer(params, model)
+    schedule = _Schedule(params, optimizer, config.max_epochs, config.objective_direction)
+    loss_fn = _loss_fn(params["loss"])
+    # float16 autocast needs loss scaling against underflow; bfloat16 and float32 do not
+    scaler = torch.amp.GradScaler(
+        "cuda",
+        enabled=autocast is not nullcontext and not torch.cuda.is_bf16_supported(),
+    )
+    order_rng = np.random.default_rng(config.seed)
+
+    def valid_metrics() -> dict[str, float]:
+        pred = _evaluate(model, data, valid_rows, autocast) * y_std + y_mean
+        return regression_metrics(targets[valid_rows], pred)
+
+    best_step = 0
+    best_value: float | None = None
+    best_metrics: dict[str, float] = {}
+    best_state: dict[str, torch.Tensor] = {}
+    epochs_trained = 0
+    stopped = False
+    resumed_from = 0
+    saved = resume.load() if resume is not None else None
+    if saved is not None and saved.get("format") == 1 and saved.get("model") == config.model:
+        # A trial dispatched again picks up where its last attempt saved it.
+        model.load_state_dict(saved["model_state"])
+        optimizer.load_state_dict(saved["optimizer_state"])
+        schedule.load_state_dict(saved["schedule"])
+        order_rng.bit_generator.state = saved["order_rng"]
+        _set_dropout_states(model, saved["dropout"])
+        best_step, best_value = int(saved["best_step"]), saved["best_value"]
+        best_metrics, best_state = dict(saved["best_metrics"]), dict(saved["best_state"])
+        epochs_trained = resumed_from = int(saved["epoch"])
+    try:
+        for step in range(resumed_from + 1, config.max_epochs + 1):
+            epoch_started = time.perf_counter()
+            model.train()
+            order = order_rng.permutation(train_rows)
+            total = torch.zeros((), device=device)
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                with autocast():
+                    pred = data.predict(model, rows)
+                loss = loss_fn(pred.float(), y[torch.from_numpy(rows).to(device)])
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if grad_clip > 0.0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                total += loss.detach() * len(rows)
+            train_loss = float(total.item()) / len(order)
+            if not math.isfinite(train_loss):
+                raise DivergedError(
+                    f"training loss became {train_loss} at epoch {step}; lower lr (now {lr:g}) "
+                    "or use a smaller model"
+                )
+            metrics = valid_metrics()
+            if not all(math.isfinite(v) for v in metrics.values()):
+                raise DivergedError(
+                    f"validation predictions became non-finite at epoch {step} (metrics "
+                    f"{metrics}); lower lr (now {lr:g}) or use a smaller model"
+                )
+            epochs_trained = step
+            value = metrics[config.objective_metric]
+            if _is_better(value, best_value, config.objective_direction):
+                best_step, best_value, best_metrics = step, value, dict(metrics)
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if checkpoints is not None and checkpoints.wants(value):
+                checkpoints.save(
+                    step,
+                    value,
+                    {
+                        "format": 1,
+                        "model": config.model,
+                        "params": dict(params),
+                        "in_features": data.in_features,
+                        "edge_features": data.edge_features,
+                        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                        "y_mean": y_mean,
+                        "y_std": y_std,
+                        "metric": config.objective_metric,
+                        "valid_metrics": dict(metrics),
+                        "dataset": config.dataset,
+                        "split": [
+                            config.split,
+                            config.split_seed,
+                            config.valid_fraction,
+                            config.test_fraction,
+                        ],
+                        # what trainer.predict needs to featurise new SMILES like these
+                        **checkpoint_inputs(family.featurizer, features, train_rows, table),
+                        "data_request": data_request_dict(request),
+                        "max_molecules": config.max_molecules,
+                    },
+                )
+            schedule.end_of_epoch(value)
+            result = EpochResult(
+                step=step,
+                train_loss=train_loss,
+                valid_metrics=metrics,
+                seconds=time.perf_counter() - epoch_started,
+                samples=len(order),
+            )
+            go_on = on_epoch(result)
+            # Saved every few epochs, and when stopped (a drained trainer's trial resumes here).
+            if (
+                resume is not None
+                and step < config.max_epochs
+                and (not go_on or step % max(resume.every, 1) == 0)
+            ):
+                resume.save(
+                    {
+                        "format": 1,
+                        "model": config.model,
+                        "epoch": step,
+                        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                        "optimizer_state": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(),
+                        "order_rng": order_rng.bit_generator.state,
+                        "dropout": _dropout_states(model),
+                        "best_step": best_step,
+                        "best_value": best_value,
+                        "best_metrics": best_metrics,
+                        "best_state": {k: v.cpu() for k, v in best_state.items()},
+                    }
+                )
+            if not go_on:
+                stopped = True
+                break
+            if patience > 0 and step - best_step >= patience:
+                break  # early stopping: no validation improvement for `patience` epochs
+
+        model.load_state_dict(best_state)
+        test_metrics: dict[str, float] = {}
+        test_pred = np.zeros(0)
+        if len(test_rows) > 0:
+            test_pred = _evaluate(model, data, test_rows, autocast) * y_std + y_mean
+            test_metrics = regression_metrics(targets[test_rows], test_pred)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise _out_of_memory(config, batch_size, n_parameters, exc) from exc
+
+    return TrainResult(
+        epochs_trained=epochs_trained,
+        stopped=stopped,
+        best_step=best_step,
+        best_valid_metrics=best_metrics,
+        test_metrics=test_metrics,
+        seconds=time.perf_counter() - started,
+        n_parameters=n_parameters,
+        resumed_from=resumed_from,
+        test_predictions=tuple(float(v) for v in test_pred),
+        test_targets=tuple(float(v) for v in targets[test_rows]),
+    )

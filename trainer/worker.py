@@ -1,0 +1,289 @@
+"""Runs trials in the background, one thread per slot, and talks to Redis for them.
+
+After each epoch the worker appends an EpochReport to the report stream and waits (bounded)
+for the coordinator's decision on that very step, so a pruned trial stops before training
+another epoch. It never decides anything itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from molhpo.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    MolhpoError,
+    NotFound,
+    ResourceExhausted,
+    TrainingError,
+)
+from molhpo.v1 import common_pb2
+from storage import decisions, reports
+from storage.artifacts import ArtifactStore, ResumeFile, TopKCheckpoints
+from storage.decisions import Decision
+from storage.keys import RedisKeys
+from trainer import catalogue
+from trainer.convert import config_from_spec, epoch_to_proto, result_to_proto
+from trainer.metrics import TrainerMetrics
+from trainer.outbox import Outbox
+from trainer.training.loop import EpochResult, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Running:
+    spec: common_pb2.TrialSpec
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str = ""
+    cancel_class: str = "cancelled"
+    thread: threading.Thread | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class TrialWorker:
+    """A trainer's slots and the trials in them."""
+
+    def __init__(
+        self,
+        trainer_id: str,
+        slots: int,
+        redis_client: redis.Redis,
+        keys: RedisKeys,
+        metrics: TrainerMetrics,
+        dataset_roots: tuple[str, ...] = (),
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
+        self._artifacts = artifacts
+        self._outbox = Outbox(
+            lambda rep: reports.publish(self._redis, self._keys, rep),
+            on_change=metrics.reports_buffered.set,
+        )
+        self.trainer_id = trainer_id
+        self._dataset_roots = dataset_roots
+        self.slots = slots
+        self._redis = redis_client
+        self._keys = keys
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._running: dict[int, _Running] = {}
+        self._busy_done_s = 0.0
+
+    def busy(self) -> int:
+        """Slots in use."""
+        with self._lock:
+            return len(self._running)
+
+    def busy_seconds(self) -> float:
+        """Slot-seconds spent running trials since the worker started (ended and running)."""
+        now = time.monotonic()
+        with self._lock:
+            return self._busy_done_s + sum(now - r.started for r in self._running.values())
+
+    def running_ids(self) -> list[int]:
+        """Trial ids running now."""
+        with self._lock:
+            return list(self._running)
+
+    def submit(self, spec: common_pb2.TrialSpec) -> int:
+        """Start a trial in a free slot; returns the busy slots. Raises ResourceExhausted when
+        every slot is busy and InvalidArgument for a spec that cannot run."""
+        try:
+            catalogue.get_model(spec.model)
+            if not spec.dataset.path:
+                catalogue.get_dataset(spec.dataset.name)
+            config_from_spec(spec, self._dataset_roots)
+        except InvalidArgument as err:
+            raise InvalidArgument(f"trial {spec.trial_number}: {err}") from None
+        if spec.max_epochs <= 0:
+            raise InvalidArgument(f"max_epochs: is {spec.max_epochs}, but must be > 0")
+        with self._lock:
+            if spec.trial_id in self._running:
+                raise AlreadyExists(f"trial {spec.trial_id} is running here already")
+            if len(self._running) >= self.slots:
+                raise ResourceExhausted(
+                    f"all {self.slots} slots of trainer {self.trainer_id} are busy"
+                )
+            run = _Running(spec)
+            run.thread = threading.Thread(
+                target=self._run, args=(run,), name=f"trial-{spec.trial_id}", daemon=True
+            )
+            self._running[spec.trial_id] = run
+            busy = len(self._running)
+        self._metrics.busy_slots.set(busy)
+        run.thread.start()
+        return busy
+
+    def cancel(self, trial_id: int, reason: str) -> None:
+        """Ask a running trial to stop after its current epoch."""
+        with self._lock:
+            run = self._running.get(trial_id)
+        if run is None:
+            raise NotFound(f"trial {trial_id} is not running on trainer {self.trainer_id}")
+        run.cancel_reason = reason or "cancelled"
+        run.cancel.set()
+
+    def cancel_all(self, reason: str, failure_class: str = "cancelled") -> None:
+        """Ask every running trial to stop (``drained``: hand it back to be resumed)."""
+        with self._lock:
+            runs = list(self._running.values())
+        for run in runs:
+            run.cancel_reason = reason
+            run.cancel_class = failure_class
+            run.cancel.set()
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for running trials to end, at most ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            threads = [r.thread for r in self._running.values() if r.thread is not None]
+        for t in threads:
+            t.join(max(deadline - time.monotonic(), 0.0))
+
+    # ---- one trial -------------------------------------------------------------------------
+
+    def _run(self, run: _Running) -> None:
+        spec = run.spec
+        t0 = time.perf_counter()
+        pruned = False
+
+        def on_epoch(ep: EpochResult) -> bool:
+            nonlocal pruned
+            self._metrics.epochs.inc()
+            self._metrics.samples.inc(ep.samples)
+            self._metrics.epoch_seconds.observe(ep.seconds)
+            self._publish(spec, epoch=epoch_to_proto(ep))
+            if spec.decision_timeout_seconds > 0:
+                decision = self._await_decision(spec, ep.step)
+                if decision is Decision.PRUNE:
+                    pruned = True
+                    return False
+            return not run.cancel.is_set()
+
+        try:
+            config = config_from_spec(spec, self._dataset_roots)
+            sink = None
+            resume = None
+            if self._artifacts is not None:
+                resume = ResumeFile(
+                    self._artifacts, spec.study_name, spec.trial_number, spec.checkpoint_every or 5
+                )
+                if spec.attempt <= 1:
+                    resume.clear()  # a first attempt never resumes someone else's state
+                sink = TopKCheckpoints(
+                    self._artifacts,
+                    spec.study_name,
+                    spec.trial_number,
+                    max(spec.keep_checkpoints, 1),
+                    config.objective_direction,
+                )
+            result = train(config, on_epoch, sink, resume)
+            if resume is not None and not run.cancel.is_set():
+                resume.clear()
+            if run.cancel.is_set() and not pruned:
+                body = common_pb2.TrialResult(
+                    state=common_pb2.TRIAL_STATE_FAIL,
+                    epochs_trained=result.epochs_trained,
+                    failure_class=run.cancel_class,
+                    failure_reason=run.cancel_reason,
+                    seconds=result.seconds,
+                )
+            else:
+                best = sink.best_path if sink is not None else None
+                body = result_to_proto(
+                    result, pruned, str(best) if best else "", spec.return_test_predictions
+                )
+                if best is not None and result.test_targets:
+                    _write_predictions(best.parent / "test_predictions.json", result)
+        except TrainingError as err:
+            body = common_pb2.TrialResult(
+                state=common_pb2.TRIAL_STATE_FAIL,
+                failure_class=err.failure_class,
+                failure_reason=str(err),
+            )
+        except MolhpoError as err:
+            body = common_pb2.TrialResult(
+                state=common_pb2.TRIAL_STATE_FAIL,
+                failure_class="invalid_config",
+                failure_reason=str(err),
+            )
+        except Exception as err:  # a bug or a resource error: recorded, never silently lost
+            log.exception("trial %d failed", spec.trial_number)
+            body = common_pb2.TrialResult(
+                state=common_pb2.TRIAL_STATE_FAIL,
+                failure_class="error",
+                failure_reason=f"{type(err).__name__}: {err}",
+            )
+        body.seconds = body.seconds or (time.perf_counter() - t0)
+        self._metrics.trial_seconds.observe(time.perf_counter() - t0)
+        self._metrics.trials.labels(
+            common_pb2.TrialState.Name(body.state).removeprefix("TRIAL_STATE_").lower()
+        ).inc()
+        self._publish_result(spec, body)
+        with self._lock:
+            self._running.pop(spec.trial_id, None)
+            self._busy_done_s += time.monotonic() - run.started
+            busy = len(self._running)
+        self._metrics.busy_slots.set(busy)
+
+    def _report(self, spec: common_pb2.TrialSpec) -> common_pb2.TrialReport:
+        return common_pb2.TrialReport(
+            study_name=spec.study_name,
+            trial_id=spec.trial_id,
+            trial_number=spec.trial_number,
+            attempt=spec.attempt,
+            trainer_id=self.trainer_id,
+        )
+
+    def _publish(self, spec: common_pb2.TrialSpec, epoch: common_pb2.EpochReport) -> None:
+        rep = self._report(spec)
+        rep.epoch.CopyFrom(epoch)
+        if not self._outbox.put(rep):
+            self._metrics.report_errors.inc()
+
+    def _publish_result(self, spec: common_pb2.TrialSpec, body: common_pb2.TrialResult) -> None:
+        rep = self._report(spec)
+        rep.result.CopyFrom(body)
+        if not self._outbox.put(rep):
+            self._metrics.report_errors.inc()
+            log.warning("result of trial %d waits for Redis", spec.trial_number)
+
+    def _await_decision(self, spec: common_pb2.TrialSpec, step: int) -> Decision | None:
+        t0 = time.perf_counter()
+        try:
+            decision = decisions.wait(
+                self._redis, self._keys, spec.trial_id, step, spec.decision_timeout_seconds
+            )
+            if decision is None:
+                self._metrics.decision_timeouts.inc()
+                # A decision that came too late still counts before the next epoch.
+                if decisions.is_pruned(self._redis, self._keys, spec.trial_id):
+                    return Decision.PRUNE
+            else:
+                self._metrics.decision_wait_seconds.observe(time.perf_counter() - t0)
+            return decision
+        except redis.RedisError as err:
+            log.warning("no decision for trial %d step %d: %s", spec.trial_number, step, err)
+            return None
+
+
+def _write_predictions(path: Path, result: TrainResult) -> None:
+    """The best model's test-set predictions beside its checkpoint, for reports."""
+    try:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {"y_true": list(result.test_targets), "y_pred": list(result.test_predictions)}
+            )
+        )
+        os.replace(tmp, path)
+    except OSError as err:
+        log.warning("could not write %s: %s", path, err)
