@@ -205,7 +205,12 @@ class StudyRunner:
                         if retry is not None:
                             with self._lock:
                                 self._retry.popleft()
-                            self._send(retry, res)
+                                # Its first run may have ended meanwhile (a late result).
+                                current = self._running.get(retry.trial_id) is retry
+                            if current:
+                                self._send(retry, res)
+                            else:
+                                self._pool.release(res.trainer_id, res.token)
                         else:
                             self._dispatch_new(res)
                         continue
@@ -270,6 +275,15 @@ class StudyRunner:
                 if res is None:
                     avoid.clear()
                     continue
+            # Kept with the trial before any trainer has it, so a restarted coordinator
+            # knows every trial that may be running somewhere, and with which attempt.
+            try:
+                self.study._storage.set_trial_system_attr(
+                    rt.trial_id, ATTR_SPEC, base64.b64encode(spec.SerializeToString()).decode()
+                )
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self._pool.release(res.trainer_id, res.token)  # it ended meanwhile
+                return
             self._pool.confirm(res, rt.trial_id)
             with self._lock:
                 rt.trainer_id = res.trainer_id
@@ -292,10 +306,6 @@ class StudyRunner:
                 continue
             self._metrics.dispatch_seconds.observe(time.perf_counter() - t1)
             self._metrics.trials_started.inc()
-            # Kept with the trial so a restarted coordinator can take it back on.
-            self.study._storage.set_trial_system_attr(
-                rt.trial_id, ATTR_SPEC, base64.b64encode(spec.SerializeToString()).decode()
-            )
             note = f"on trainer {res.trainer_id}"
             if rt.attempt > 1:
                 note += f" (attempt {rt.attempt})"
@@ -470,7 +480,7 @@ class StudyRunner:
         """A trainer's heartbeat claimed an adopted trial; False if not ours."""
         with self._lock:
             rt = self._running.get(trial_id)
-            if rt is None or rt.trainer_id:
+            if rt is None or rt.trainer_id or rt in self._retry:
                 return False
             rt.trainer_id = trainer_id
         self.events.append(EventKind.TRIAL_STARTED, rt.number, message=f"on trainer {trainer_id}")

@@ -20,6 +20,11 @@ pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "freesolv_mlp.yaml"
 N_TRIALS = 8
+_ENDED = (
+    common_pb2.STUDY_STATE_COMPLETE,
+    common_pb2.STUDY_STATE_STOPPED,
+    common_pb2.STUDY_STATE_FAILED,
+)
 
 
 def test_killed_coordinator_resumes_the_study_after_restart(
@@ -56,7 +61,8 @@ def test_killed_coordinator_resumes_the_study_after_restart(
                     info = client.get_study(req.name)
                 except MolhpoError:
                     info = None
-                if info is not None and info.state == common_pb2.STUDY_STATE_COMPLETE:
+                if info is not None and info.state in _ENDED:
+                    assert info.state == common_pb2.STUDY_STATE_COMPLETE, info.message
                     break
                 assert time.monotonic() < deadline, "the study did not finish after a restart"
                 time.sleep(1.0)
