@@ -176,6 +176,10 @@ def validate(spec: StudySpec) -> None:
         catalogue.get_model(spec.model)
     except InvalidArgument as err:
         raise InvalidArgument(f"model: {err}") from None
+    try:
+        catalogue.check_pairing(spec.model, "" if spec.dataset.path else spec.dataset.name)
+    except InvalidArgument as err:
+        raise InvalidArgument(f"model: {err}") from None
     known = catalogue.hyperparameters_for(spec.model)
     _validate_search_space(spec.params, known, spec.model)
     tuned = {p.name for p in spec.params}

@@ -52,6 +52,8 @@ from torch import nn
 from molhpo.errors import DivergedError, InvalidArgument, InvalidConfigError
 from trainer.catalogue import (
     METRICS,
+    SYNTHETIC,
+    check_pairing,
     get_dataset,
     get_model,
     param_float,
@@ -70,6 +72,7 @@ from trainer.featurize import (
 from trainer.models import build_model
 from trainer.predict import checkpoint_inputs, data_request_dict
 from trainer.training.metrics import regression_metrics
+from trainer.training.synthetic import train_synthetic
 
 EVAL_BATCH_SIZE = 1024
 """Molecules per forward pass when predicting the validation and test sets."""
@@ -307,11 +310,41 @@ def _autocast(device: torch.device, enabled: bool) -> Callable[[], AbstractConte
     return context
 
 
+def _train_synthetic(
+    config: TrainConfig, on_epoch: Callable[[EpochResult], bool], started: float
+) -> TrainResult:
+    """A synthetic trial (trainer.training.synthetic): curves, no network, no data."""
+
+    def report(step: int, loss: float, valid: dict[str, float], seconds: float) -> bool:
+        return on_epoch(EpochResult(step, loss, valid, seconds, samples=0))
+
+    epochs, stopped, best_step, best, test = train_synthetic(
+        config.params,
+        config.max_epochs,
+        config.seed,
+        config.objective_metric,
+        config.objective_direction,
+        report,
+    )
+    return TrainResult(
+        epochs_trained=epochs,
+        stopped=stopped,
+        best_step=best_step,
+        best_valid_metrics=best,
+        test_metrics=test,
+        seconds=time.perf_counter() - started,
+        n_parameters=0,
+    )
+
+
 def _check_config(config: TrainConfig) -> None:
     """InvalidArgument for settings that break a rule, before any work is done."""
     if config.data is None or not config.data.path:
         get_dataset(config.dataset)
     get_model(config.model)
+    check_pairing(
+        config.model, "" if config.data is not None and config.data.path else config.dataset
+    )
     if config.max_epochs < 1:
         raise InvalidArgument(f"max_epochs is {config.max_epochs}; it must be at least 1")
     if config.max_molecules < 0:
@@ -431,6 +464,8 @@ def train(
     """
     started = time.perf_counter()
     _check_config(config)
+    if config.model == SYNTHETIC:
+        return _train_synthetic(config, on_epoch, started)
     family = get_model(config.model)
     params = resolve_params(config.model, config.params)
     lr = param_float(params, "lr")

@@ -36,7 +36,9 @@ def test_unknown_model_names_value_and_lists_choices() -> None:
     with pytest.raises(InvalidArgument) as err:
         get_model("gin2")
     assert "'gin2'" in str(err.value)
-    assert "choose one of: attentivefp, cnn, egnn, gat, gcn, gin, mlp, schnet" in str(err.value)
+    assert "choose one of: attentivefp, cnn, egnn, gat, gcn, gin, mlp, schnet, synthetic" in str(
+        err.value
+    )
 
 
 def test_unknown_dataset_names_value_and_lists_choices() -> None:
@@ -45,8 +47,18 @@ def test_unknown_dataset_names_value_and_lists_choices() -> None:
 
 
 def test_tables_are_consistent() -> None:
-    assert set(MODELS) == {"attentivefp", "cnn", "egnn", "gat", "gcn", "gin", "mlp", "schnet"}
-    assert set(DATASETS) == {"freesolv", "qm9", "solubility"}
+    assert set(MODELS) == {
+        "attentivefp",
+        "cnn",
+        "egnn",
+        "gat",
+        "gcn",
+        "gin",
+        "mlp",
+        "schnet",
+        "synthetic",
+    }
+    assert set(DATASETS) == {"freesolv", "qm9", "solubility", "synthetic"}
     assert METRICS == {
         "rmse": "minimize",
         "mae": "minimize",

@@ -14,7 +14,8 @@ from trainer.datasets.builtin import table_from_rows
 
 
 def test_loader_keys_equal_catalogue_keys() -> None:
-    assert set(LOADERS) == set(DATASETS)
+    # The synthetic data set holds no molecules (trainer.training.synthetic).
+    assert set(LOADERS) == set(DATASETS) - {"synthetic"}
 
 
 def test_freesolv_matches_catalogue() -> None:

@@ -55,7 +55,8 @@ def data_for(source: str, root: Path) -> tuple[str, DatasetRequest]:
 
 
 def test_every_family_is_covered() -> None:
-    assert set(SMALL) == set(catalogue.MODELS)
+    # The synthetic family trains on no molecules (tests/unit/trainer/test_synthetic.py).
+    assert set(SMALL) == set(catalogue.MODELS) - {"synthetic"}
 
 
 @pytest.mark.parametrize("source", ["freesolv", "solubility", "qm9", "user-csv"])

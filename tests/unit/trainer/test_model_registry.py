@@ -15,7 +15,8 @@ from trainer.models.mlp import MLP
 
 
 def test_registry_keys_equal_catalogue_keys() -> None:
-    assert set(MODEL_BUILDERS) == set(MODELS)
+    # The synthetic family has no network to build (trainer.training.synthetic).
+    assert set(MODEL_BUILDERS) == set(MODELS) - {"synthetic"}
 
 
 def test_unknown_family_lists_choices() -> None:
