@@ -6,14 +6,16 @@ the TrialReports it reads from Redis and the TrialSpecs it hands to trainers.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,10 @@ from molhpo.errors import (
     NotFound,
     Unavailable,
 )
+from storage import decisions
+from storage.decisions import Decision
 from storage.keys import RedisKeys
+from storage.owned_cache import OwnedStudyStorage
 from storage.reports import ReportReader
 from trainer import catalogue
 
@@ -70,6 +75,16 @@ ATTR_RACE = "molhpo:race"
 ATTR_EVALUATION_OF = "molhpo:evaluation_of"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# Decisions published per Redis round trip when a burst of epoch reports arrives.
+_PUBLISH_EVERY = 16
+
+
+def _is_epoch(report: object) -> bool:
+    from molhpo.v1 import common_pb2
+
+    return isinstance(report, common_pb2.TrialReport) and report.WhichOneof("body") == "epoch"
 
 
 @dataclass(frozen=True)
@@ -106,7 +121,12 @@ class Coordinator:
         self._max_attempts = max_attempts
         self.dataset_roots = tuple(dataset_roots)
         self.artifact_root = artifact_root
-        self.storage = storage
+        # This process is the only writer of the studies it runs: their trials stay in memory.
+        self.storage: optuna.storages.BaseStorage = (
+            OwnedStudyStorage(storage)
+            if isinstance(storage, optuna.storages.RDBStorage)
+            else storage
+        )
         self.redis = redis_client
         self.keys = keys
         self.pool = pool
@@ -162,6 +182,8 @@ class Coordinator:
         self._stop.set()
         for t in self._threads:
             t.join(timeout_s)
+        if isinstance(self.storage, OwnedStudyStorage):
+            self.storage.close(timeout_s)  # what is queued is stored
         self.trainers.close()
 
     # ---- studies ---------------------------------------------------------------------------
@@ -257,6 +279,8 @@ class Coordinator:
         return build_sampler(spec.sampler.name, spec.sampler.options, spec.seed, ctx)
 
     def _runner(self, spec: StudySpec, study: optuna.Study, n_existing: int = 0) -> StudyRunner:
+        if isinstance(study._storage, OwnedStudyStorage):
+            study._storage.own(study._study_id)
         return StudyRunner(
             spec,
             study,
@@ -582,12 +606,16 @@ class Coordinator:
         except KeyError:
             raise NotFound(f"study {name!r} does not exist; see `molhpo study list`") from None
         attrs = self.storage.get_study_system_attrs(sid)
-        trials = self.storage.get_all_trials(sid, deepcopy=False)
         directions = tuple(
             "maximize" if d == optuna.study.StudyDirection.MAXIMIZE else "minimize"
             for d in self.storage.get_study_directions(sid)
         )
         runner = self.runner(name)
+        if runner is not None:
+            # Its study's cached storage reads only the unfinished trials from the store.
+            trials = runner.study.get_trials(deepcopy=False)
+        else:
+            trials = self.storage.get_all_trials(sid, deepcopy=False)
         if runner is not None:
             state, message, end = runner.state, runner.message, runner.end_time
         else:
@@ -647,16 +675,58 @@ class Coordinator:
                 backoff = min(backoff * 2, 5.0)
                 continue
             done: list[str] = []
-            for entry in entries:
-                self._handle(entry.report)
-                done.append(entry.entry_id)
+            try:
+                self._handle_batch([entry.report for entry in entries])
+            except (redis.RedisError, optuna.exceptions.StorageInternalError) as err:
+                # Nothing is acknowledged: the reports come back and are handled again.
+                log.warning("could not handle %d reports (%s); retrying", len(entries), err)
+                self._stop.wait(backoff)
+                continue
+            done = [entry.entry_id for entry in entries]
+            if isinstance(self.storage, OwnedStudyStorage):
+                # Acknowledged once the writes they caused are stored.
+                self.storage.after_writes(functools.partial(self._ack, done))
+                continue
+            self._ack(done)
+
+    def _ack(self, done: list[str]) -> None:
+        if done:
             try:
                 self._reader.ack(done)
             except redis.RedisError as err:
                 # Unacknowledged entries come back; handling them again is harmless.
                 log.warning("could not acknowledge %d reports: %s", len(done), err)
 
-    def _handle(self, report: object) -> None:
+    def _handle_batch(self, reports: list[object]) -> None:
+        """Handle a batch of reports: first every epoch report, in order, its decision published
+        with a few others in one round trip; then the trials' results. A trial's result always
+        follows its epochs in the stream, so its epochs are recorded before it ends. The store
+        writes go through the store's writer thread, in the order they were made."""
+        pending: list[tuple[int, int, Decision]] = []
+
+        def publish() -> None:
+            decisions.publish_many(self.redis, self.keys, pending)
+            pending.clear()
+
+        deferring = (
+            self.storage.deferring()
+            if isinstance(self.storage, OwnedStudyStorage)
+            else contextlib.nullcontext()
+        )
+        with deferring:
+            for report in reports:
+                if _is_epoch(report):
+                    self._handle(report, lambda t, s, d: pending.append((t, s, d)))
+                    if len(pending) >= _PUBLISH_EVERY:
+                        publish()
+            publish()
+            for report in reports:
+                if not _is_epoch(report):
+                    self._handle(report)
+
+    def _handle(
+        self, report: object, publish: Callable[[int, int, Decision], None] | None = None
+    ) -> None:
         from molhpo.v1 import common_pb2
 
         if not isinstance(report, common_pb2.TrialReport):
@@ -670,7 +740,7 @@ class Coordinator:
         try:
             if body == "epoch":
                 t0 = time.perf_counter()
-                decision = runner.on_epoch(report)
+                decision = runner.on_epoch(report, publish)
                 if decision is None:
                     self.metrics.reports.labels("stale").inc()
                     return

@@ -17,6 +17,12 @@ class CoordinatorSettings(BaseSettings):
     listen: str = Field("127.0.0.1:50051", description="gRPC address to listen on (port 0: any)")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for reports/decisions")
     storage_url: str = Field("", description="Optuna RDB URL; empty: SQLite under state_dir")
+    storage_sync: bool = Field(
+        False,
+        description="flush every store commit to disk (fsync) before going on; off: a commit "
+        "survives a coordinator crash but the last ones may be lost if the machine loses "
+        "power (SQLite WAL with synchronous=NORMAL; PostgreSQL synchronous_commit=off)",
+    )
     state_dir: Path = Field(Path(".molhpo"), description="local state (SQLite store, logs)")
     key_prefix: str = Field("molhpo", description="prefix of every Redis key")
     metrics_port: int = Field(0, description="Prometheus /metrics port (0: any free; -1: off)")

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import optuna
@@ -34,6 +34,7 @@ from molhpo.v1 import common_pb2
 from storage import decisions
 from storage.decisions import Decision
 from storage.keys import RedisKeys
+from storage.owned_cache import OwnedStudyStorage
 
 log = logging.getLogger(__name__)
 
@@ -374,19 +375,29 @@ class StudyRunner:
 
     # ---- reports ---------------------------------------------------------------------------
 
-    def on_epoch(self, report: common_pb2.TrialReport) -> Decision | None:
-        """Record an epoch report and decide; None when the report is stale (ignored)."""
+    def on_epoch(
+        self,
+        report: common_pb2.TrialReport,
+        publish: Callable[[int, int, Decision], None] | None = None,
+    ) -> Decision | None:
+        """Record an epoch report and decide; None when the report is stale (ignored).
+
+        The decision goes to the trainer through ``publish`` (trial id, step, decision), by
+        default at once; the report consumer passes its own to publish a burst in one trip.
+        """
         ep = report.epoch
+        out = publish or self._publish_now
         with self._lock:
             rt = self._running.get(report.trial_id)
             if rt is None or report.attempt != rt.attempt:
                 return None
-            again = decisions.recorded(self._redis, self._keys, report.trial_id, ep.step)
-            if again is not None:
-                # At-least-once delivery: the same report gets the same answer.
-                decisions.publish(self._redis, self._keys, report.trial_id, ep.step, again)
-                return again
             value = ep.valid.values.get(self.spec.metric, float("nan"))
+            if ep.step in self.study._storage.get_trial(report.trial_id).intermediate_values:
+                # At-least-once delivery: the same report gets the same answer.
+                again = decisions.recorded(self._redis, self._keys, report.trial_id, ep.step)
+                if again is not None:
+                    out(report.trial_id, ep.step, again)
+                    return again
             prune = pruning.record_and_decide(self.study, report.trial_id, ep.step, value)
             self._sequence += 1
             self.study._storage.set_trial_system_attr(
@@ -396,9 +407,12 @@ class StudyRunner:
             )
             rt.last_step = max(rt.last_step, ep.step)
             decision = Decision.PRUNE if prune else Decision.CONTINUE
-            decisions.publish(self._redis, self._keys, report.trial_id, ep.step, decision)
+            out(report.trial_id, ep.step, decision)
         self.events.append(EventKind.EPOCH_REPORTED, rt.number, ep.step, value)
         return decision
+
+    def _publish_now(self, trial_id: int, step: int, decision: Decision) -> None:
+        decisions.publish(self._redis, self._keys, trial_id, step, decision)
 
     def on_result(self, report: common_pb2.TrialReport) -> bool:
         """Record a trial's end; False when the report is stale (ignored)."""
@@ -613,6 +627,8 @@ class StudyRunner:
         self.end_time = time.time()
         st = self.study._storage
         sid = self.study._study_id
+        if isinstance(st, OwnedStudyStorage) and not st.drain():
+            log.warning("study %s ends with store writes still queued", self.spec.name)
         try:
             st.set_study_system_attr(sid, ATTR_STATE, state.name)
             st.set_study_system_attr(sid, ATTR_END, self.end_time)

@@ -32,15 +32,25 @@ def publish(
     client: redis.Redis, keys: RedisKeys, trial_id: int, step: int, decision: Decision
 ) -> None:
     """Make a decision visible to the trainer, and remember it."""
+    publish_many(client, keys, [(trial_id, step, decision)])
+
+
+def publish_many(
+    client: redis.Redis, keys: RedisKeys, items: list[tuple[int, int, Decision]]
+) -> None:
+    """Publish (trial, step, decision) items in one atomic round trip."""
+    if not items:
+        return
     pipe = client.pipeline(transaction=True)
-    key = keys.decision(trial_id, step)
-    pipe.delete(key)
-    pipe.rpush(key, decision.value)
-    pipe.expire(key, _DECISION_TTL_S)
-    pipe.hset(keys.decisions(trial_id), str(step), decision.value)
-    pipe.expire(keys.decisions(trial_id), _DECISION_TTL_S * 24)
-    if decision is Decision.PRUNE:
-        pipe.set(keys.pruned(trial_id), step, ex=_DECISION_TTL_S * 24)
+    for trial_id, step, decision in items:
+        key = keys.decision(trial_id, step)
+        pipe.delete(key)
+        pipe.rpush(key, decision.value)
+        pipe.expire(key, _DECISION_TTL_S)
+        pipe.hset(keys.decisions(trial_id), str(step), decision.value)
+        pipe.expire(keys.decisions(trial_id), _DECISION_TTL_S * 24)
+        if decision is Decision.PRUNE:
+            pipe.set(keys.pruned(trial_id), step, ex=_DECISION_TTL_S * 24)
     pipe.execute()
 
 
