@@ -266,20 +266,26 @@ class Coordinator:
         return bool(raw) and convert.request_from_json(str(raw)).request_id == spec.request_id
 
     def _load(self, spec: StudySpec) -> optuna.Study:
-        """A stored study with the sampler and pruner its spec names (to run it again)."""
-        return optuna.load_study(
+        """A stored study with the sampler and pruner its spec names (to run it again), read
+        afresh: others may have written it since this process last ran it."""
+        study = optuna.load_study(
             study_name=spec.name,
             storage=self.storage,
             sampler=self._sampler(spec),
             pruner=build_pruner(spec.pruner.name, spec.pruner.options, spec.max_epochs),
         )
+        if isinstance(self.storage, OwnedStudyStorage):
+            self.storage.own(study._study_id)
+        return study
 
     def _sampler(self, spec: StudySpec) -> optuna.samplers.BaseSampler:
         ctx = SamplerContext(spec.seed, spec.params, constraints_func(spec.constraints))
         return build_sampler(spec.sampler.name, spec.sampler.options, spec.seed, ctx)
 
     def _runner(self, spec: StudySpec, study: optuna.Study, n_existing: int = 0) -> StudyRunner:
-        if isinstance(study._storage, OwnedStudyStorage):
+        if isinstance(study._storage, OwnedStudyStorage) and not study._storage.owns(
+            study._study_id
+        ):
             study._storage.own(study._study_id)
         return StudyRunner(
             spec,
@@ -581,6 +587,13 @@ class Coordinator:
         while not runner.finished and not self._stop.is_set():
             runner.join(1.0)
         self.metrics.studies_running.dec()
+        if (
+            runner.finished
+            and isinstance(self.storage, OwnedStudyStorage)
+            and self.runner(runner.spec.name) is runner  # not resumed meanwhile
+        ):
+            # Nobody runs it now; others may write it (e.g. an evaluation, a resume elsewhere).
+            self.storage.disown(runner.study._study_id)
 
     def _exists(self, name: str) -> bool:
         try:
