@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # Optional: an index that serves CPU-only torch wheels, for machines without a GPU.
 TORCH_INDEX ?=
 
-.PHONY: all demo test unit lint typecheck protos up clean tools
+.PHONY: all demo test unit lint typecheck protos up clean tools bench
 
 all: test
 
@@ -37,6 +37,15 @@ tools:
 # The whole suite: lint, types, unit, service and integration tests.
 test: $(VENV)/.installed tools lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The CPU benchmarks, each printing its anchor beside molhpo (about 10 minutes on 2 cores).
+# The FreeSolv race (HPO efficiency, ~25 min) runs on its own: python bench/race_freesolv.py
+bench: $(VENV)/.installed
+	$(PY) bench/scaling_synthetic.py
+	$(PY) bench/decision_latency.py
+	$(PY) bench/optimizer_throughput.py
+	$(PY) bench/trainer_overhead.py
+	$(PY) bench/gpu_packing.py
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest -q tests/unit
