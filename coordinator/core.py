@@ -234,6 +234,7 @@ class Coordinator:
                 sampler=self._sampler(spec),
                 pruner=build_pruner(spec.pruner.name, spec.pruner.options, spec.max_epochs),
             )
+            self._own(study)
             for key, value in (system_attrs or {}).items():
                 self.storage.set_study_system_attr(study._study_id, key, value)
             study.set_user_attr("model", spec.model)
@@ -274,19 +275,19 @@ class Coordinator:
             sampler=self._sampler(spec),
             pruner=build_pruner(spec.pruner.name, spec.pruner.options, spec.max_epochs),
         )
+        self._own(study)
+        return study
+
+    def _own(self, study: optuna.Study) -> None:
+        """Keep the study's trials in memory while this process runs it (read afresh now)."""
         if isinstance(self.storage, OwnedStudyStorage):
             self.storage.own(study._study_id)
-        return study
 
     def _sampler(self, spec: StudySpec) -> optuna.samplers.BaseSampler:
         ctx = SamplerContext(spec.seed, spec.params, constraints_func(spec.constraints))
         return build_sampler(spec.sampler.name, spec.sampler.options, spec.seed, ctx)
 
     def _runner(self, spec: StudySpec, study: optuna.Study, n_existing: int = 0) -> StudyRunner:
-        if isinstance(study._storage, OwnedStudyStorage) and not study._storage.owns(
-            study._study_id
-        ):
-            study._storage.own(study._study_id)
         return StudyRunner(
             spec,
             study,
@@ -627,11 +628,9 @@ class Coordinator:
         if runner is not None:
             # Its study's cached storage reads only the unfinished trials from the store.
             trials = runner.study.get_trials(deepcopy=False)
-        else:
-            trials = self.storage.get_all_trials(sid, deepcopy=False)
-        if runner is not None:
             state, message, end = runner.state, runner.message, runner.end_time
         else:
+            trials = self.storage.get_all_trials(sid, deepcopy=False)
             raw = str(attrs.get(ATTR_STATE, "DETACHED"))
             state = StudyState[raw] if raw in StudyState.__members__ else StudyState.DETACHED
             if state is StudyState.RUNNING:
@@ -687,7 +686,6 @@ class Coordinator:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            done: list[str] = []
             try:
                 self._handle_batch([entry.report for entry in entries])
             except (redis.RedisError, optuna.exceptions.StorageInternalError) as err:
@@ -726,16 +724,16 @@ class Coordinator:
             if isinstance(self.storage, OwnedStudyStorage)
             else contextlib.nullcontext()
         )
+        epochs = [r for r in reports if _is_epoch(r)]
+        others = [r for r in reports if not _is_epoch(r)]
         with deferring:
-            for report in reports:
-                if _is_epoch(report):
-                    self._handle(report, lambda t, s, d: pending.append((t, s, d)))
-                    if len(pending) >= _PUBLISH_EVERY:
-                        publish()
+            for report in epochs:
+                self._handle(report, lambda t, s, d: pending.append((t, s, d)))
+                if len(pending) >= _PUBLISH_EVERY:
+                    publish()
             publish()
-            for report in reports:
-                if not _is_epoch(report):
-                    self._handle(report)
+            for report in others:
+                self._handle(report)
 
     def _handle(
         self, report: object, publish: Callable[[int, int, Decision], None] | None = None
