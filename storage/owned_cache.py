@@ -132,12 +132,9 @@ class OwnedStudyStorage(_CachedStorage):
     def _defer(self, trial_id: int, write: Callable[..., Any], *args: Any) -> bool:
         """Queue a write of an owned trial when this thread defers; else make other threads'
         queued writes land first. False: the caller writes it now."""
-        with self._lock:
-            where = self._trial_id_to_study_id_and_number.get(trial_id)
-            owned = where is not None and where[0] in self._owned
-        if not owned:
+        if not self._is_owned(trial_id):
             return False
-        if getattr(self._local, "deferring", False):
+        if self._is_deferring():
             self._enqueue(write, (trial_id, *args))
             return True
         self.drain()
@@ -148,13 +145,13 @@ class OwnedStudyStorage(_CachedStorage):
         trials = self._backend._get_trials(
             study_id, states=None, included_trial_ids=set(), trial_id_greater_than=-1
         )
+        name = self.get_study_name_from_id(study_id)
         with self._lock:
             old = self._studies.pop(study_id, None)
             info = _StudyInfo()
+            info.name = name
             if old is not None:
-                info.name, info.directions = old.name, old.directions
-            if info.name is None:
-                info.name = self._backend.get_study_name_from_id(study_id)
+                info.directions = old.directions
             self._studies[study_id] = info
             self._add_trials_to_cache(study_id, trials)
             for t in trials:
@@ -173,11 +170,6 @@ class OwnedStudyStorage(_CachedStorage):
         with self._lock:
             self._owned.discard(study_id)
         super().delete_study(study_id)
-
-    def owns(self, study_id: int) -> bool:
-        """Whether the study's trials are kept current in memory."""
-        with self._lock:
-            return study_id in self._owned
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -201,8 +193,7 @@ class OwnedStudyStorage(_CachedStorage):
         with self._lock:
             cached = self._owned_trial(trial_id)
             if cached is not None:
-                # A copy: optuna.Trial keeps the object it gets and changes it in place.
-                return copy.deepcopy(cached)
+                return _detached(cached)
         return super().get_trial(trial_id)
 
     # ---- writes: the database first, then the cached copy ---------------------------------
@@ -226,7 +217,8 @@ class OwnedStudyStorage(_CachedStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        if getattr(self._local, "deferring", False) and self._owned_trial_locked(trial_id):
+        owned = self._is_owned(trial_id)
+        if owned and self._is_deferring():
             with self._lock:
                 cached = self._owned_trial(trial_id)
                 assert cached is not None  # owned trials are all cached
@@ -239,7 +231,8 @@ class OwnedStudyStorage(_CachedStorage):
             self._enqueue(_CachedStorage.set_trial_state_values, (trial_id, state, values))
             changed = True
         else:
-            self._defer(trial_id, _CachedStorage.set_trial_state_values)  # drains only
+            if owned:
+                self.drain()  # queued writes of the trial land before its new state
             changed = super().set_trial_state_values(trial_id, state, values)
         if changed:
             now = datetime.datetime.now()
@@ -282,7 +275,10 @@ class OwnedStudyStorage(_CachedStorage):
 
     # ---- helpers ---------------------------------------------------------------------------
 
-    def _owned_trial_locked(self, trial_id: int) -> bool:
+    def _is_deferring(self) -> bool:
+        return bool(getattr(self._local, "deferring", False))
+
+    def _is_owned(self, trial_id: int) -> bool:
         with self._lock:
             return self._owned_trial(trial_id) is not None
 
@@ -295,13 +291,22 @@ class OwnedStudyStorage(_CachedStorage):
     def _update(self, trial_id: int, apply: Callable[[FrozenTrial], object]) -> None:
         """Replace an owned study's cached trial with an updated copy (copy-on-write)."""
         with self._lock:
-            where = self._trial_id_to_study_id_and_number.get(trial_id)
-            if where is None or where[0] not in self._owned:
-                return
-            trials = self._studies[where[0]].trials
-            old = trials.get(where[1])
+            old = self._owned_trial(trial_id)
             if old is None:
                 return
             new = copy.copy(old)
             apply(new)
-            trials[where[1]] = new
+            study_id, number = self._trial_id_to_study_id_and_number[trial_id]
+            self._studies[study_id].trials[number] = new
+
+
+def _detached(trial: FrozenTrial) -> FrozenTrial:
+    """A copy whose dicts are its own: ``optuna.Trial`` keeps the trial it is given and adds
+    params, attributes and intermediate values to those dicts in place."""
+    out = copy.copy(trial)
+    out.params = dict(trial.params)
+    out.distributions = dict(trial.distributions)
+    out.user_attrs = dict(trial.user_attrs)
+    out.system_attrs = dict(trial.system_attrs)
+    out.intermediate_values = dict(trial.intermediate_values)
+    return out
