@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import optuna
+
 from molhpo import studyfile
 from molhpo.client import MolhpoClient
 from molhpo.local import LocalStack
@@ -38,6 +40,26 @@ def stack(
         MolhpoClient(s.coordinator_address, timeout_s=60) as client,
     ):
         yield s, client
+
+
+SYNTHETIC_SPACE: dict[str, optuna.distributions.BaseDistribution] = {
+    "lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
+    "width": optuna.distributions.IntDistribution(8, 1024, log=True),
+    "depth": optuna.distributions.IntDistribution(1, 8),
+    "dropout": optuna.distributions.FloatDistribution(0.0, 0.8),
+}
+"""The search space of examples/synthetic.yaml, for the Optuna anchors."""
+
+
+def suggest_synthetic(trial: optuna.Trial) -> dict[str, float | int]:
+    """Ask an Optuna trial for a point of SYNTHETIC_SPACE."""
+    out: dict[str, float | int] = {}
+    for name, d in SYNTHETIC_SPACE.items():
+        if isinstance(d, optuna.distributions.IntDistribution):
+            out[name] = trial.suggest_int(name, d.low, d.high, log=d.log)
+        elif isinstance(d, optuna.distributions.FloatDistribution):
+            out[name] = trial.suggest_float(name, d.low, d.high, log=d.log)
+    return out
 
 
 def synthetic_request(name: str, **budget: int) -> study_pb2.StartStudyRequest:

@@ -27,16 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from _common import run_to_end, stack, synthetic_request, table
+from _common import (
+    SYNTHETIC_SPACE,
+    run_to_end,
+    stack,
+    suggest_synthetic,
+    synthetic_request,
+    table,
+)
 
 from trainer.training.synthetic import curve_value
-
-DISTRIBUTIONS: dict[str, optuna.distributions.BaseDistribution] = {
-    "lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
-    "width": optuna.distributions.IntDistribution(8, 1024, log=True),
-    "depth": optuna.distributions.IntDistribution(1, 8),
-    "dropout": optuna.distributions.FloatDistribution(0.0, 0.8),
-}
 
 
 def history(n: int) -> list[optuna.trial.FrozenTrial]:
@@ -53,7 +53,7 @@ def history(n: int) -> list[optuna.trial.FrozenTrial]:
         out.append(
             optuna.trial.create_trial(
                 params=params,
-                distributions=DISTRIBUTIONS,
+                distributions=SYNTHETIC_SPACE,
                 value=curve_value(params, 1, 0.02, i),
             )
         )
@@ -71,13 +71,7 @@ def _worker(url: str, n: int) -> None:
     study = optuna.load_study(study_name="anchor", storage=url, sampler=sampler())
 
     def objective(trial: optuna.Trial) -> float:
-        params = {
-            "lr": trial.suggest_float("lr", 1e-5, 1e-1, log=True),
-            "width": trial.suggest_int("width", 8, 1024, log=True),
-            "depth": trial.suggest_int("depth", 1, 8),
-            "dropout": trial.suggest_float("dropout", 0.0, 0.8),
-        }
-        return curve_value(params, 1, 0.02, trial.number)
+        return curve_value(suggest_synthetic(trial), 1, 0.02, trial.number)
 
     study.optimize(objective, n_trials=n)
 

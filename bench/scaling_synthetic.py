@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import optuna
-from _common import run_to_end, stack, synthetic_request, table
+from _common import run_to_end, stack, suggest_synthetic, synthetic_request, table
 
 from trainer.training.synthetic import curve_value
 
@@ -37,16 +36,9 @@ def anchor_optuna(n: int, trials: int, epochs: int, epoch_s: float, storage: str
         sampler=optuna.samplers.RandomSampler(seed=0),
         pruner=optuna.pruners.NopPruner(),
     )
-    fixed = {"epoch_seconds": epoch_s, "noise": 0.02}
 
     def objective(trial: optuna.Trial) -> float:
-        params = {
-            "lr": trial.suggest_float("lr", 1e-5, 1e-1, log=True),
-            "width": trial.suggest_int("width", 8, 1024, log=True),
-            "depth": trial.suggest_int("depth", 1, 8),
-            "dropout": trial.suggest_float("dropout", 0.0, 0.8),
-            **fixed,
-        }
+        params = suggest_synthetic(trial)
         best = float("inf")
         for step in range(1, epochs + 1):
             time.sleep(epoch_s)
@@ -90,7 +82,7 @@ def main() -> None:
             walls["molhpo"][n] = wall
             ideal = trials * work / n
             rows.append(["molhpo", n, trials, wall, ideal, per_trial - work, 1 - ideal / wall])
-            threading.Event().wait(0.5)
+            time.sleep(0.5)
             wall_a = anchor_optuna(n, trials, args.epochs, args.epoch_s, storage)
             walls["optuna threads"][n] = wall_a
             rows.append(
