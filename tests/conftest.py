@@ -85,3 +85,15 @@ _prefix_counter = iter(range(1, 1_000_000))
 def key_prefix() -> str:
     """A Redis key prefix of this test's own."""
     return f"t{next(_prefix_counter)}-{int(time.time() * 1000) % 100000}"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one intra-op thread for a module: tiny models train faster so, and far faster
+    on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -21,12 +19,8 @@ TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
 that over long runs in float32 (see bench/gpu_packing.py), so the runs here are short."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One torch thread: tiny models train faster so, far faster on a busy 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def data() -> tuple[torch.Tensor, torch.Tensor]:

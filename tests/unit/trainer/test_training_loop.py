@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
 
 from molhpo.errors import DivergedError, InvalidArgument
 from trainer import catalogue
 from trainer.training import EpochResult, TrainConfig, TrainResult, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models train faster on one thread, and far faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One torch thread: tiny models train faster so, far faster on a busy 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = {

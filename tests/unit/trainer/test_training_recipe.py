@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -12,13 +10,8 @@ from trainer.catalogue import TRAINING_HYPERPARAMETERS, resolve_params
 from trainer.training import EpochResult, TrainConfig, TrainResult, loop, train
 from trainer.training.loop import _loss_fn, _optimizer, _Schedule
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One torch thread: tiny models train faster so, far faster on a busy 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SLICE = 120
