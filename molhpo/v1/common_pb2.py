@@ -25,23 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16molhpo/v1/common.proto\x12\tmolhpo.v1\x1a\x1cgoogle/protobuf/struct.proto\"n\n\nParamValue\x12\x13\n\tint_value\x18\x01 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x02 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"G\n\x0fIntDistribution\x12\x0b\n\x03low\x18\x01 \x01(\x03\x12\x0c\n\x04high\x18\x02 \x01(\x03\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x0b\n\x03log\x18\x04 \x01(\x08\"I\n\x11\x46loatDistribution\x12\x0b\n\x03low\x18\x01 \x01(\x01\x12\x0c\n\x04high\x18\x02 \x01(\x01\x12\x0c\n\x04step\x18\x03 \x01(\x01\x12\x0b\n\x03log\x18\x04 \x01(\x08\"A\n\x17\x43\x61tegoricalDistribution\x12&\n\x07\x63hoices\x18\x01 \x03(\x0b\x32\x15.molhpo.v1.ParamValue\"B\n\tCondition\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12%\n\x06values\x18\x02 \x03(\x0b\x32\x15.molhpo.v1.ParamValue\"\xe7\x01\n\tParamSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x03int\x18\x02 \x01(\x0b\x32\x1a.molhpo.v1.IntDistributionH\x00\x12-\n\x05\x66loat\x18\x03 \x01(\x0b\x32\x1c.molhpo.v1.FloatDistributionH\x00\x12\x39\n\x0b\x63\x61tegorical\x18\x04 \x01(\x0b\x32\".molhpo.v1.CategoricalDistributionH\x00\x12\'\n\tcondition\x18\x05 \x01(\x0b\x32\x14.molhpo.v1.ConditionB\x0e\n\x0c\x64istribution\"3\n\x0bSearchSpace\x12$\n\x06params\x18\x01 \x03(\x0b\x32\x14.molhpo.v1.ParamSpec\"\xfb\x01\n\nDatasetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12\x12\n\nsplit_seed\x18\x03 \x01(\x03\x12\x16\n\x0evalid_fraction\x18\x04 \x01(\x01\x12\x15\n\rtest_fraction\x18\x05 \x01(\x01\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x07 \x01(\t\x12\x15\n\rsmiles_column\x18\x08 \x01(\t\x12\x16\n\x0etarget_columns\x18\t \x03(\t\x12\x0e\n\x06target\x18\n \x01(\t\x12\x19\n\x11max_invalid_share\x18\x0b \x01(\x01\x12\x15\n\rmax_molecules\x18\x0c \x01(\x05\"v\n\x0e\x44\x61tasetSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bn_molecules\x18\x02 \x01(\x05\x12\x11\n\tn_invalid\x18\x03 \x01(\x05\x12\x18\n\x10invalid_examples\x18\x04 \x03(\t\x12\x14\n\x0ctarget_names\x18\x05 \x03(\t\"D\n\tObjective\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\'\n\tdirection\x18\x02 \x01(\x0e\x32\x14.molhpo.v1.Direction\"G\n\rComponentSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"G\n\x06\x42udget\x12\x10\n\x08n_trials\x18\x01 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\x12\x12\n\nmax_epochs\x18\x03 \x01(\x05\"\xc9\x03\n\tTrialSpec\x12\x12\n\nstudy_name\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\x03\x12\x14\n\x0ctrial_number\x18\x03 \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12&\n\x07\x64\x61taset\x18\x05 \x01(\x0b\x32\x15.molhpo.v1.DatasetRef\x12\r\n\x05model\x18\x06 \x01(\t\x12\x30\n\x06params\x18\x07 \x03(\x0b\x32 .molhpo.v1.TrialSpec.ParamsEntry\x12\x12\n\nmax_epochs\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\'\n\tobjective\x18\n \x01(\x0b\x32\x14.molhpo.v1.Objective\x12 \n\x18\x64\x65\x63ision_timeout_seconds\x18\x0b \x01(\x01\x12\x18\n\x10keep_checkpoints\x18\x0c \x01(\x05\x12\x1f\n\x17return_test_predictions\x18\r \x01(\x08\x12\x18\n\x10\x63heckpoint_every\x18\x0e \x01(\x05\x1a\x44\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.molhpo.v1.ParamValue:\x02\x38\x01\"\x18\n\x06Values\x12\x0e\n\x06values\x18\x01 \x03(\x01\"h\n\x07Metrics\x12.\n\x06values\x18\x01 \x03(\x0b\x32\x1e.molhpo.v1.Metrics.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"t\n\x0b\x45pochReport\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x12\n\ntrain_loss\x18\x02 \x01(\x01\x12!\n\x05valid\x18\x03 \x01(\x0b\x32\x12.molhpo.v1.Metrics\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\x0f\n\x07samples\x18\x05 \x01(\x03\"\xfe\x02\n\x0bTrialResult\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.molhpo.v1.TrialState\x12\x16\n\x0e\x65pochs_trained\x18\x02 \x01(\x05\x12\x11\n\tbest_step\x18\x03 \x01(\x05\x12!\n\x05valid\x18\x04 \x01(\x0b\x32\x12.molhpo.v1.Metrics\x12 \n\x04test\x18\x05 \x01(\x0b\x32\x12.molhpo.v1.Metrics\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\x15\n\rfailure_class\x18\x07 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\t\x12\x14\n\x0cn_parameters\x18\t \x01(\x03\x12\x12\n\ncheckpoint\x18\n \x01(\t\x12+\n\x10test_predictions\x18\x0b \x01(\x0b\x32\x11.molhpo.v1.Values\x12\'\n\x0ctest_targets\x18\x0c \x01(\x0b\x32\x11.molhpo.v1.Values\x12\x19\n\x11resumed_from_step\x18\r \x01(\x05\"\xc9\x01\n\x0bTrialReport\x12\x12\n\nstudy_name\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\x03\x12\x14\n\x0ctrial_number\x18\x03 \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x12\n\ntrainer_id\x18\x05 \x01(\t\x12\'\n\x05\x65poch\x18\x06 \x01(\x0b\x32\x16.molhpo.v1.EpochReportH\x00\x12(\n\x06result\x18\x07 \x01(\x0b\x32\x16.molhpo.v1.TrialResultH\x00\x42\x06\n\x04\x62ody*V\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44IRECTION_MINIMIZE\x10\x01\x12\x16\n\x12\x44IRECTION_MAXIMIZE\x10\x02*\xa3\x01\n\nTrialState\x12\x1b\n\x17TRIAL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TRIAL_STATE_RUNNING\x10\x01\x12\x18\n\x14TRIAL_STATE_COMPLETE\x10\x02\x12\x16\n\x12TRIAL_STATE_PRUNED\x10\x03\x12\x14\n\x10TRIAL_STATE_FAIL\x10\x04\x12\x17\n\x13TRIAL_STATE_WAITING\x10\x05*\xa7\x01\n\nStudyState\x12\x1b\n\x17STUDY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13STUDY_STATE_RUNNING\x10\x01\x12\x18\n\x14STUDY_STATE_COMPLETE\x10\x02\x12\x17\n\x13STUDY_STATE_STOPPED\x10\x03\x12\x16\n\x12STUDY_STATE_FAILED\x10\x04\x12\x18\n\x14STUDY_STATE_DETACHED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16molhpo/v1/common.proto\x12\tmolhpo.v1\x1a\x1cgoogle/protobuf/struct.proto\"n\n\nParamValue\x12\x13\n\tint_value\x18\x01 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x02 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"G\n\x0fIntDistribution\x12\x0b\n\x03low\x18\x01 \x01(\x03\x12\x0c\n\x04high\x18\x02 \x01(\x03\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x0b\n\x03log\x18\x04 \x01(\x08\"I\n\x11\x46loatDistribution\x12\x0b\n\x03low\x18\x01 \x01(\x01\x12\x0c\n\x04high\x18\x02 \x01(\x01\x12\x0c\n\x04step\x18\x03 \x01(\x01\x12\x0b\n\x03log\x18\x04 \x01(\x08\"A\n\x17\x43\x61tegoricalDistribution\x12&\n\x07\x63hoices\x18\x01 \x03(\x0b\x32\x15.molhpo.v1.ParamValue\"B\n\tCondition\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12%\n\x06values\x18\x02 \x03(\x0b\x32\x15.molhpo.v1.ParamValue\"\xe7\x01\n\tParamSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x03int\x18\x02 \x01(\x0b\x32\x1a.molhpo.v1.IntDistributionH\x00\x12-\n\x05\x66loat\x18\x03 \x01(\x0b\x32\x1c.molhpo.v1.FloatDistributionH\x00\x12\x39\n\x0b\x63\x61tegorical\x18\x04 \x01(\x0b\x32\".molhpo.v1.CategoricalDistributionH\x00\x12\'\n\tcondition\x18\x05 \x01(\x0b\x32\x14.molhpo.v1.ConditionB\x0e\n\x0c\x64istribution\"3\n\x0bSearchSpace\x12$\n\x06params\x18\x01 \x03(\x0b\x32\x14.molhpo.v1.ParamSpec\"\xfb\x01\n\nDatasetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12\x12\n\nsplit_seed\x18\x03 \x01(\x03\x12\x16\n\x0evalid_fraction\x18\x04 \x01(\x01\x12\x15\n\rtest_fraction\x18\x05 \x01(\x01\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x07 \x01(\t\x12\x15\n\rsmiles_column\x18\x08 \x01(\t\x12\x16\n\x0etarget_columns\x18\t \x03(\t\x12\x0e\n\x06target\x18\n \x01(\t\x12\x19\n\x11max_invalid_share\x18\x0b \x01(\x01\x12\x15\n\rmax_molecules\x18\x0c \x01(\x05\"\x9f\x02\n\x0e\x44\x61tasetSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bn_molecules\x18\x02 \x01(\x05\x12\x11\n\tn_invalid\x18\x03 \x01(\x05\x12\x18\n\x10invalid_examples\x18\x04 \x03(\t\x12\x14\n\x0ctarget_names\x18\x05 \x03(\t\x12\x44\n\x0einvalid_counts\x18\x06 \x03(\x0b\x32,.molhpo.v1.DatasetSummary.InvalidCountsEntry\x12+\n\x0cinvalid_rows\x18\x07 \x03(\x0b\x32\x15.molhpo.v1.InvalidRow\x1a\x34\n\x12InvalidCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"F\n\nInvalidRow\x12\x0b\n\x03row\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x63\x61use\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"D\n\tObjective\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\'\n\tdirection\x18\x02 \x01(\x0e\x32\x14.molhpo.v1.Direction\"G\n\rComponentSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"a\n\x06\x42udget\x12\x10\n\x08n_trials\x18\x01 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\x12\x12\n\nmax_epochs\x18\x03 \x01(\x05\x12\x18\n\x10\x63heckpoint_every\x18\x04 \x01(\x05\"\xc9\x03\n\tTrialSpec\x12\x12\n\nstudy_name\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\x03\x12\x14\n\x0ctrial_number\x18\x03 \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12&\n\x07\x64\x61taset\x18\x05 \x01(\x0b\x32\x15.molhpo.v1.DatasetRef\x12\r\n\x05model\x18\x06 \x01(\t\x12\x30\n\x06params\x18\x07 \x03(\x0b\x32 .molhpo.v1.TrialSpec.ParamsEntry\x12\x12\n\nmax_epochs\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\'\n\tobjective\x18\n \x01(\x0b\x32\x14.molhpo.v1.Objective\x12 \n\x18\x64\x65\x63ision_timeout_seconds\x18\x0b \x01(\x01\x12\x18\n\x10keep_checkpoints\x18\x0c \x01(\x05\x12\x1f\n\x17return_test_predictions\x18\r \x01(\x08\x12\x18\n\x10\x63heckpoint_every\x18\x0e \x01(\x05\x1a\x44\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.molhpo.v1.ParamValue:\x02\x38\x01\"\x18\n\x06Values\x12\x0e\n\x06values\x18\x01 \x03(\x01\"h\n\x07Metrics\x12.\n\x06values\x18\x01 \x03(\x0b\x32\x1e.molhpo.v1.Metrics.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"t\n\x0b\x45pochReport\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x12\n\ntrain_loss\x18\x02 \x01(\x01\x12!\n\x05valid\x18\x03 \x01(\x0b\x32\x12.molhpo.v1.Metrics\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\x0f\n\x07samples\x18\x05 \x01(\x03\"\xfe\x02\n\x0bTrialResult\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.molhpo.v1.TrialState\x12\x16\n\x0e\x65pochs_trained\x18\x02 \x01(\x05\x12\x11\n\tbest_step\x18\x03 \x01(\x05\x12!\n\x05valid\x18\x04 \x01(\x0b\x32\x12.molhpo.v1.Metrics\x12 \n\x04test\x18\x05 \x01(\x0b\x32\x12.molhpo.v1.Metrics\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\x15\n\rfailure_class\x18\x07 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\t\x12\x14\n\x0cn_parameters\x18\t \x01(\x03\x12\x12\n\ncheckpoint\x18\n \x01(\t\x12+\n\x10test_predictions\x18\x0b \x01(\x0b\x32\x11.molhpo.v1.Values\x12\'\n\x0ctest_targets\x18\x0c \x01(\x0b\x32\x11.molhpo.v1.Values\x12\x19\n\x11resumed_from_step\x18\r \x01(\x05\"\xc9\x01\n\x0bTrialReport\x12\x12\n\nstudy_name\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\x03\x12\x14\n\x0ctrial_number\x18\x03 \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x12\n\ntrainer_id\x18\x05 \x01(\t\x12\'\n\x05\x65poch\x18\x06 \x01(\x0b\x32\x16.molhpo.v1.EpochReportH\x00\x12(\n\x06result\x18\x07 \x01(\x0b\x32\x16.molhpo.v1.TrialResultH\x00\x42\x06\n\x04\x62ody*V\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44IRECTION_MINIMIZE\x10\x01\x12\x16\n\x12\x44IRECTION_MAXIMIZE\x10\x02*\xa3\x01\n\nTrialState\x12\x1b\n\x17TRIAL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TRIAL_STATE_RUNNING\x10\x01\x12\x18\n\x14TRIAL_STATE_COMPLETE\x10\x02\x12\x16\n\x12TRIAL_STATE_PRUNED\x10\x03\x12\x14\n\x10TRIAL_STATE_FAIL\x10\x04\x12\x17\n\x13TRIAL_STATE_WAITING\x10\x05*\xa7\x01\n\nStudyState\x12\x1b\n\x17STUDY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13STUDY_STATE_RUNNING\x10\x01\x12\x18\n\x14STUDY_STATE_COMPLETE\x10\x02\x12\x17\n\x13STUDY_STATE_STOPPED\x10\x03\x12\x16\n\x12STUDY_STATE_FAILED\x10\x04\x12\x18\n\x14STUDY_STATE_DETACHED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'molhpo.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DATASETSUMMARY_INVALIDCOUNTSENTRY']._loaded_options = None
+  _globals['_DATASETSUMMARY_INVALIDCOUNTSENTRY']._serialized_options = b'8\001'
   _globals['_TRIALSPEC_PARAMSENTRY']._loaded_options = None
   _globals['_TRIALSPEC_PARAMSENTRY']._serialized_options = b'8\001'
   _globals['_METRICS_VALUESENTRY']._loaded_options = None
   _globals['_METRICS_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_DIRECTION']._serialized_start=2638
-  _globals['_DIRECTION']._serialized_end=2724
-  _globals['_TRIALSTATE']._serialized_start=2727
-  _globals['_TRIALSTATE']._serialized_end=2890
-  _globals['_STUDYSTATE']._serialized_start=2893
-  _globals['_STUDYSTATE']._serialized_end=3060
+  _globals['_DIRECTION']._serialized_start=2906
+  _globals['_DIRECTION']._serialized_end=2992
+  _globals['_TRIALSTATE']._serialized_start=2995
+  _globals['_TRIALSTATE']._serialized_end=3158
+  _globals['_STUDYSTATE']._serialized_start=3161
+  _globals['_STUDYSTATE']._serialized_end=3328
   _globals['_PARAMVALUE']._serialized_start=67
   _globals['_PARAMVALUE']._serialized_end=177
   _globals['_INTDISTRIBUTION']._serialized_start=179
@@ -58,28 +60,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHSPACE']._serialized_end=747
   _globals['_DATASETREF']._serialized_start=750
   _globals['_DATASETREF']._serialized_end=1001
-  _globals['_DATASETSUMMARY']._serialized_start=1003
-  _globals['_DATASETSUMMARY']._serialized_end=1121
-  _globals['_OBJECTIVE']._serialized_start=1123
-  _globals['_OBJECTIVE']._serialized_end=1191
-  _globals['_COMPONENTSPEC']._serialized_start=1193
-  _globals['_COMPONENTSPEC']._serialized_end=1264
-  _globals['_BUDGET']._serialized_start=1266
-  _globals['_BUDGET']._serialized_end=1337
-  _globals['_TRIALSPEC']._serialized_start=1340
-  _globals['_TRIALSPEC']._serialized_end=1797
-  _globals['_TRIALSPEC_PARAMSENTRY']._serialized_start=1729
-  _globals['_TRIALSPEC_PARAMSENTRY']._serialized_end=1797
-  _globals['_VALUES']._serialized_start=1799
-  _globals['_VALUES']._serialized_end=1823
-  _globals['_METRICS']._serialized_start=1825
-  _globals['_METRICS']._serialized_end=1929
-  _globals['_METRICS_VALUESENTRY']._serialized_start=1884
-  _globals['_METRICS_VALUESENTRY']._serialized_end=1929
-  _globals['_EPOCHREPORT']._serialized_start=1931
-  _globals['_EPOCHREPORT']._serialized_end=2047
-  _globals['_TRIALRESULT']._serialized_start=2050
-  _globals['_TRIALRESULT']._serialized_end=2432
-  _globals['_TRIALREPORT']._serialized_start=2435
-  _globals['_TRIALREPORT']._serialized_end=2636
+  _globals['_DATASETSUMMARY']._serialized_start=1004
+  _globals['_DATASETSUMMARY']._serialized_end=1291
+  _globals['_DATASETSUMMARY_INVALIDCOUNTSENTRY']._serialized_start=1239
+  _globals['_DATASETSUMMARY_INVALIDCOUNTSENTRY']._serialized_end=1291
+  _globals['_INVALIDROW']._serialized_start=1293
+  _globals['_INVALIDROW']._serialized_end=1363
+  _globals['_OBJECTIVE']._serialized_start=1365
+  _globals['_OBJECTIVE']._serialized_end=1433
+  _globals['_COMPONENTSPEC']._serialized_start=1435
+  _globals['_COMPONENTSPEC']._serialized_end=1506
+  _globals['_BUDGET']._serialized_start=1508
+  _globals['_BUDGET']._serialized_end=1605
+  _globals['_TRIALSPEC']._serialized_start=1608
+  _globals['_TRIALSPEC']._serialized_end=2065
+  _globals['_TRIALSPEC_PARAMSENTRY']._serialized_start=1997
+  _globals['_TRIALSPEC_PARAMSENTRY']._serialized_end=2065
+  _globals['_VALUES']._serialized_start=2067
+  _globals['_VALUES']._serialized_end=2091
+  _globals['_METRICS']._serialized_start=2093
+  _globals['_METRICS']._serialized_end=2197
+  _globals['_METRICS_VALUESENTRY']._serialized_start=2152
+  _globals['_METRICS_VALUESENTRY']._serialized_end=2197
+  _globals['_EPOCHREPORT']._serialized_start=2199
+  _globals['_EPOCHREPORT']._serialized_end=2315
+  _globals['_TRIALRESULT']._serialized_start=2318
+  _globals['_TRIALRESULT']._serialized_end=2700
+  _globals['_TRIALREPORT']._serialized_start=2703
+  _globals['_TRIALREPORT']._serialized_end=2904
 # @@protoc_insertion_point(module_scope)

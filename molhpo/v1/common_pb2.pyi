@@ -429,24 +429,59 @@ class DatasetSummary(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class InvalidCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     N_MOLECULES_FIELD_NUMBER: _builtins.int
     N_INVALID_FIELD_NUMBER: _builtins.int
     INVALID_EXAMPLES_FIELD_NUMBER: _builtins.int
     TARGET_NAMES_FIELD_NUMBER: _builtins.int
+    INVALID_COUNTS_FIELD_NUMBER: _builtins.int
+    INVALID_ROWS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name or path."""
     n_molecules: _builtins.int
     """Molecules kept."""
     n_invalid: _builtins.int
-    """Rows dropped because RDKit could not parse their SMILES or a target was missing."""
+    """Rows dropped, for any cause (the sum of `invalid_counts`)."""
     @_builtins.property
     def invalid_examples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """A few of the dropped rows."""
+        """A few of the dropped rows (their SMILES or "record N"), for older clients; see
+        `invalid_rows` for the row numbers and causes.
+        """
 
     @_builtins.property
     def target_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Targets trained on (the first) and carried."""
+
+    @_builtins.property
+    def invalid_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Dropped rows by cause: "unparsable_smiles" (RDKit cannot parse the molecule),
+        "missing_target" (a target cell is empty or NaN), "non_numeric_target" (a target cell is
+        text that is not a number, or infinite).
+        """
+
+    @_builtins.property
+    def invalid_rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvalidRow]:
+        """The first dropped rows of each cause (at most 20 in all), in file order."""
 
     def __init__(
         self,
@@ -456,14 +491,54 @@ class DatasetSummary(_message.Message):
         n_invalid: _builtins.int = ...,
         invalid_examples: _abc.Iterable[_builtins.str] | None = ...,
         target_names: _abc.Iterable[_builtins.str] | None = ...,
+        invalid_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        invalid_rows: _abc.Iterable[Global___InvalidRow] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["invalid_examples", b"invalid_examples", "n_invalid", b"n_invalid", "n_molecules", b"n_molecules", "name", b"name", "target_names", b"target_names"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invalid_counts", b"invalid_counts", "invalid_examples", b"invalid_examples", "invalid_rows", b"invalid_rows", "n_invalid", b"n_invalid", "n_molecules", b"n_molecules", "name", b"name", "target_names", b"target_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DatasetSummary: _TypeAlias = DatasetSummary  # noqa: Y015
+
+@_typing.final
+class InvalidRow(_message.Message):
+    """One row of a data file that was not used, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROW_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    row: _builtins.int
+    """Where it is: the 1-based line of a CSV file (the header is line 1), or the 1-based record
+    of an SD file.
+    """
+    text: _builtins.str
+    """Its SMILES as written (empty when the cell was empty), or "record N" for SD files."""
+    cause: _builtins.str
+    """The cause, one of the keys of `DatasetSummary.invalid_counts`."""
+    detail: _builtins.str
+    """The cause in words, naming the column or property and the value (e.g. "target 'dG' is
+    empty").
+    """
+    def __init__(
+        self,
+        *,
+        row: _builtins.int = ...,
+        text: _builtins.str = ...,
+        cause: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "detail", b"detail", "row", b"row", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvalidRow: _TypeAlias = InvalidRow  # noqa: Y015
 
 @_typing.final
 class Objective(_message.Message):
@@ -528,22 +603,28 @@ class Budget(_message.Message):
     N_TRIALS_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_EPOCHS_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_EVERY_FIELD_NUMBER: _builtins.int
     n_trials: _builtins.int
     """Number of trials to run; must be > 0."""
     timeout_seconds: _builtins.float
     """Stop dispatching new trials after this many seconds; 0 means no limit."""
     max_epochs: _builtins.int
     """Epochs a trial trains at most (the pruners' maximum resource); must be > 0."""
+    checkpoint_every: _builtins.int
+    """Trainers save the state a re-dispatched attempt resumes from every this many epochs;
+    0 means 5. Must be between 0 and max_epochs.
+    """
     def __init__(
         self,
         *,
         n_trials: _builtins.int = ...,
         timeout_seconds: _builtins.float = ...,
         max_epochs: _builtins.int = ...,
+        checkpoint_every: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_epochs", b"max_epochs", "n_trials", b"n_trials", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_every", b"checkpoint_every", "max_epochs", b"max_epochs", "n_trials", b"n_trials", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -21,6 +21,46 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _WaitReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WaitReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WaitReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WAIT_REASON_UNSPECIFIED: _WaitReason.ValueType  # 0
+    """Not set (older coordinators)."""
+    WAIT_REASON_NONE: _WaitReason.ValueType  # 1
+    """Not waiting: its trials are dispatched, or it wants no more."""
+    WAIT_REASON_NO_TRAINERS: _WaitReason.ValueType  # 2
+    """No trainer is registered with the coordinator."""
+    WAIT_REASON_NO_CAPABLE_TRAINER: _WaitReason.ValueType  # 3
+    """Trainers are registered, but none can run the study's model or data set (or all that
+    could are resting after repeated losses).
+    """
+    WAIT_REASON_SLOTS_BUSY: _WaitReason.ValueType  # 4
+    """Trainers that can run it are registered, and every one of their slots is busy."""
+    WAIT_REASON_FAIR_SHARE: _WaitReason.ValueType  # 5
+    """A free slot is left to a study that holds fewer slots (fair share)."""
+
+class WaitReason(_WaitReason, metaclass=_WaitReasonEnumTypeWrapper):
+    """Why a running study dispatches nothing although it has trials to run."""
+
+WAIT_REASON_UNSPECIFIED: WaitReason.ValueType  # 0
+"""Not set (older coordinators)."""
+WAIT_REASON_NONE: WaitReason.ValueType  # 1
+"""Not waiting: its trials are dispatched, or it wants no more."""
+WAIT_REASON_NO_TRAINERS: WaitReason.ValueType  # 2
+"""No trainer is registered with the coordinator."""
+WAIT_REASON_NO_CAPABLE_TRAINER: WaitReason.ValueType  # 3
+"""Trainers are registered, but none can run the study's model or data set (or all that
+could are resting after repeated losses).
+"""
+WAIT_REASON_SLOTS_BUSY: WaitReason.ValueType  # 4
+"""Trainers that can run it are registered, and every one of their slots is busy."""
+WAIT_REASON_FAIR_SHARE: WaitReason.ValueType  # 5
+"""A free slot is left to a study that holds fewer slots (fair share)."""
+Global___WaitReason: _TypeAlias = WaitReason  # noqa: Y015
+
 @_typing.final
 class ResumeStudyRequest(_message.Message):
     """Ask to continue a study."""
@@ -881,6 +921,8 @@ class StudyInfo(_message.Message):
     EPOCHS_TRAINED_FIELD_NUMBER: _builtins.int
     BEST_TRIALS_FIELD_NUMBER: _builtins.int
     DATASET_FIELD_NUMBER: _builtins.int
+    WAIT_REASON_FIELD_NUMBER: _builtins.int
+    WAIT_MESSAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Study name."""
     state: _common_pb2.StudyState.ValueType
@@ -901,6 +943,14 @@ class StudyInfo(_message.Message):
     """Why the study stopped or failed, when it did."""
     epochs_trained: _builtins.int
     """Epochs trained by all its trials together."""
+    wait_reason: Global___WaitReason.ValueType
+    """Why the study cannot dispatch the trials it wants now (WAIT_REASON_NONE when it can, or
+    when it wants none).
+    """
+    wait_message: _builtins.str
+    """The same in words, naming what is missing (e.g. the trainers registered and what they
+    can run); empty when not waiting.
+    """
     @_builtins.property
     def request(self) -> Global___StartStudyRequest:
         """The request that started it (empty for studies not made by molhpo)."""
@@ -934,10 +984,12 @@ class StudyInfo(_message.Message):
         epochs_trained: _builtins.int = ...,
         best_trials: _abc.Iterable[Global___TrialInfo] | None = ...,
         dataset: _common_pb2.DatasetSummary | None = ...,
+        wait_reason: Global___WaitReason.ValueType = ...,
+        wait_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["best_trial", b"best_trial", "dataset", b"dataset", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trial", b"best_trial", "best_trials", b"best_trials", "dataset", b"dataset", "end_time", b"end_time", "epochs_trained", b"epochs_trained", "message", b"message", "n_complete", b"n_complete", "n_failed", b"n_failed", "n_pruned", b"n_pruned", "n_running", b"n_running", "name", b"name", "request", b"request", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trial", b"best_trial", "best_trials", b"best_trials", "dataset", b"dataset", "end_time", b"end_time", "epochs_trained", b"epochs_trained", "message", b"message", "n_complete", b"n_complete", "n_failed", b"n_failed", "n_pruned", b"n_pruned", "n_running", b"n_running", "name", b"name", "request", b"request", "start_time", b"start_time", "state", b"state", "wait_message", b"wait_message", "wait_reason", b"wait_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1116,6 +1168,11 @@ class StudyEvent(_message.Message):
         """The study ended; `study` holds its final state."""
         KIND_TRIAL_RETRIED: StudyEvent._Kind.ValueType  # 7
         """A trial's trainer was lost; the trial is dispatched again (`message` says why)."""
+        KIND_STUDY_WAITING: StudyEvent._Kind.ValueType  # 8
+        """The study has work to dispatch and cannot: `message` says why (no trainer registered,
+        no registered trainer can run its model or data, or every slot is busy). Sent when the
+        reason appears or changes, and again with an empty message when dispatch resumes.
+        """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
         """What kind of event."""
@@ -1136,6 +1193,11 @@ class StudyEvent(_message.Message):
     """The study ended; `study` holds its final state."""
     KIND_TRIAL_RETRIED: StudyEvent.Kind.ValueType  # 7
     """A trial's trainer was lost; the trial is dispatched again (`message` says why)."""
+    KIND_STUDY_WAITING: StudyEvent.Kind.ValueType  # 8
+    """The study has work to dispatch and cannot: `message` says why (no trainer registered,
+    no registered trainer can run its model or data, or every slot is busy). Sent when the
+    reason appears or changes, and again with an empty message when dispatch resumes.
+    """
 
     SEQUENCE_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from molhpo.v1 import common_pb2 as molhpo_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17molhpo/v1/trainer.proto\x12\tmolhpo.v1\x1a\x16molhpo/v1/common.proto\"?\n\x18\x43heckpointPredictRequest\x12\x13\n\x0b\x63heckpoints\x18\x01 \x03(\t\x12\x0e\n\x06smiles\x18\x02 \x03(\t\"O\n\x19\x43heckpointPredictResponse\x12\x0e\n\x06values\x18\x01 \x03(\x01\x12\"\n\x07members\x18\x02 \x03(\x0b\x32\x11.molhpo.v1.Values\"5\n\x0fRunTrialRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.molhpo.v1.TrialSpec\"&\n\x10RunTrialResponse\x12\x12\n\nbusy_slots\x18\x01 \x01(\x05\"6\n\x12\x43\x61ncelTrialRequest\x12\x10\n\x08trial_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x15\n\x13\x43\x61ncelTrialResponse\"\x17\n\x15GetTrainerInfoRequest\"\xa2\x01\n\x0bTrainerInfo\x12\x12\n\ntrainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x12\n\nbusy_slots\x18\x04 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x19\n\x11running_trial_ids\x18\x06 \x03(\x03\x12\x0e\n\x06models\x18\x07 \x03(\t\x12\x10\n\x08\x64\x61tasets\x18\x08 \x03(\t\">\n\x16RegisterTrainerRequest\x12$\n\x04info\x18\x01 \x01(\x0b\x32\x16.molhpo.v1.TrainerInfo\"`\n\x17RegisterTrainerResponse\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x01\x12!\n\x19heartbeat_timeout_seconds\x18\x02 \x01(\x01\"U\n\x10HeartbeatRequest\x12\x12\n\ntrainer_id\x18\x01 \x01(\t\x12\x12\n\nbusy_slots\x18\x02 \x01(\x05\x12\x19\n\x11running_trial_ids\x18\x03 \x03(\x03\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x32\xd4\x02\n\x0eTrainerService\x12\x43\n\x08RunTrial\x12\x1a.molhpo.v1.RunTrialRequest\x1a\x1b.molhpo.v1.RunTrialResponse\x12L\n\x0b\x43\x61ncelTrial\x12\x1d.molhpo.v1.CancelTrialRequest\x1a\x1e.molhpo.v1.CancelTrialResponse\x12J\n\x0eGetTrainerInfo\x12 .molhpo.v1.GetTrainerInfoRequest\x1a\x16.molhpo.v1.TrainerInfo\x12\x63\n\x16PredictWithCheckpoints\x12#.molhpo.v1.CheckpointPredictRequest\x1a$.molhpo.v1.CheckpointPredictResponse2\xb5\x01\n\x11MembershipService\x12X\n\x0fRegisterTrainer\x12!.molhpo.v1.RegisterTrainerRequest\x1a\".molhpo.v1.RegisterTrainerResponse\x12\x46\n\tHeartbeat\x12\x1b.molhpo.v1.HeartbeatRequest\x1a\x1c.molhpo.v1.HeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17molhpo/v1/trainer.proto\x12\tmolhpo.v1\x1a\x16molhpo/v1/common.proto\"?\n\x18\x43heckpointPredictRequest\x12\x13\n\x0b\x63heckpoints\x18\x01 \x03(\t\x12\x0e\n\x06smiles\x18\x02 \x03(\t\"O\n\x19\x43heckpointPredictResponse\x12\x0e\n\x06values\x18\x01 \x03(\x01\x12\"\n\x07members\x18\x02 \x03(\x0b\x32\x11.molhpo.v1.Values\"5\n\x0fRunTrialRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.molhpo.v1.TrialSpec\"&\n\x10RunTrialResponse\x12\x12\n\nbusy_slots\x18\x01 \x01(\x05\"6\n\x12\x43\x61ncelTrialRequest\x12\x10\n\x08trial_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x15\n\x13\x43\x61ncelTrialResponse\"\x17\n\x15GetTrainerInfoRequest\"\xb8\x01\n\x0bTrainerInfo\x12\x12\n\ntrainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x12\n\nbusy_slots\x18\x04 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x19\n\x11running_trial_ids\x18\x06 \x03(\x03\x12\x0e\n\x06models\x18\x07 \x03(\t\x12\x10\n\x08\x64\x61tasets\x18\x08 \x03(\t\x12\x14\n\x0c\x66ile_formats\x18\t \x03(\t\">\n\x16RegisterTrainerRequest\x12$\n\x04info\x18\x01 \x01(\x0b\x32\x16.molhpo.v1.TrainerInfo\"`\n\x17RegisterTrainerResponse\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x01\x12!\n\x19heartbeat_timeout_seconds\x18\x02 \x01(\x01\"U\n\x10HeartbeatRequest\x12\x12\n\ntrainer_id\x18\x01 \x01(\t\x12\x12\n\nbusy_slots\x18\x02 \x01(\x05\x12\x19\n\x11running_trial_ids\x18\x03 \x03(\x03\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x32\xd4\x02\n\x0eTrainerService\x12\x43\n\x08RunTrial\x12\x1a.molhpo.v1.RunTrialRequest\x1a\x1b.molhpo.v1.RunTrialResponse\x12L\n\x0b\x43\x61ncelTrial\x12\x1d.molhpo.v1.CancelTrialRequest\x1a\x1e.molhpo.v1.CancelTrialResponse\x12J\n\x0eGetTrainerInfo\x12 .molhpo.v1.GetTrainerInfoRequest\x1a\x16.molhpo.v1.TrainerInfo\x12\x63\n\x16PredictWithCheckpoints\x12#.molhpo.v1.CheckpointPredictRequest\x1a$.molhpo.v1.CheckpointPredictResponse2\xb5\x01\n\x11MembershipService\x12X\n\x0fRegisterTrainer\x12!.molhpo.v1.RegisterTrainerRequest\x1a\".molhpo.v1.RegisterTrainerResponse\x12\x46\n\tHeartbeat\x12\x1b.molhpo.v1.HeartbeatRequest\x1a\x1c.molhpo.v1.HeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,17 +47,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTRAINERINFOREQUEST']._serialized_start=382
   _globals['_GETTRAINERINFOREQUEST']._serialized_end=405
   _globals['_TRAINERINFO']._serialized_start=408
-  _globals['_TRAINERINFO']._serialized_end=570
-  _globals['_REGISTERTRAINERREQUEST']._serialized_start=572
-  _globals['_REGISTERTRAINERREQUEST']._serialized_end=634
-  _globals['_REGISTERTRAINERRESPONSE']._serialized_start=636
-  _globals['_REGISTERTRAINERRESPONSE']._serialized_end=732
-  _globals['_HEARTBEATREQUEST']._serialized_start=734
-  _globals['_HEARTBEATREQUEST']._serialized_end=819
-  _globals['_HEARTBEATRESPONSE']._serialized_start=821
-  _globals['_HEARTBEATRESPONSE']._serialized_end=855
-  _globals['_TRAINERSERVICE']._serialized_start=858
-  _globals['_TRAINERSERVICE']._serialized_end=1198
-  _globals['_MEMBERSHIPSERVICE']._serialized_start=1201
-  _globals['_MEMBERSHIPSERVICE']._serialized_end=1382
+  _globals['_TRAINERINFO']._serialized_end=592
+  _globals['_REGISTERTRAINERREQUEST']._serialized_start=594
+  _globals['_REGISTERTRAINERREQUEST']._serialized_end=656
+  _globals['_REGISTERTRAINERRESPONSE']._serialized_start=658
+  _globals['_REGISTERTRAINERRESPONSE']._serialized_end=754
+  _globals['_HEARTBEATREQUEST']._serialized_start=756
+  _globals['_HEARTBEATREQUEST']._serialized_end=841
+  _globals['_HEARTBEATRESPONSE']._serialized_start=843
+  _globals['_HEARTBEATRESPONSE']._serialized_end=877
+  _globals['_TRAINERSERVICE']._serialized_start=880
+  _globals['_TRAINERSERVICE']._serialized_end=1220
+  _globals['_MEMBERSHIPSERVICE']._serialized_start=1223
+  _globals['_MEMBERSHIPSERVICE']._serialized_end=1404
 # @@protoc_insertion_point(module_scope)

@@ -201,6 +201,7 @@ class TrainerInfo(_message.Message):
     RUNNING_TRIAL_IDS_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     DATASETS_FIELD_NUMBER: _builtins.int
+    FILE_FORMATS_FIELD_NUMBER: _builtins.int
     trainer_id: _builtins.str
     """Stable id of the trainer process."""
     address: _builtins.str
@@ -223,6 +224,10 @@ class TrainerInfo(_message.Message):
     def datasets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Built-in data sets it can load."""
 
+    @_builtins.property
+    def file_formats(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Formats of user data files it reads (e.g. "csv", "sdf"), from its dataset roots."""
+
     def __init__(
         self,
         *,
@@ -234,10 +239,11 @@ class TrainerInfo(_message.Message):
         running_trial_ids: _abc.Iterable[_builtins.int] | None = ...,
         models: _abc.Iterable[_builtins.str] | None = ...,
         datasets: _abc.Iterable[_builtins.str] | None = ...,
+        file_formats: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "busy_slots", b"busy_slots", "datasets", b"datasets", "device", b"device", "models", b"models", "running_trial_ids", b"running_trial_ids", "slots", b"slots", "trainer_id", b"trainer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "busy_slots", b"busy_slots", "datasets", b"datasets", "device", b"device", "file_formats", b"file_formats", "models", b"models", "running_trial_ids", b"running_trial_ids", "slots", b"slots", "trainer_id", b"trainer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
