@@ -379,6 +379,11 @@ def summary_to_proto(d: DatasetSummary) -> common_pb2.DatasetSummary:
         n_invalid=d.n_invalid,
         invalid_examples=list(d.invalid_examples),
         target_names=list(d.target_names),
+        invalid_counts=dict(d.invalid_counts),
+        invalid_rows=[
+            common_pb2.InvalidRow(row=r.row, text=r.text, cause=r.cause, detail=r.detail)
+            for r in d.invalid_rows
+        ],
     )
 
 

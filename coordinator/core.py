@@ -864,8 +864,7 @@ def evaluation_markdown(e: Evaluation) -> str:
 
 
 def _summary(raw: object) -> DatasetSummary | None:
-    if not isinstance(raw, dict):
-        return None
+    return DatasetSummary.from_dict(raw)
     try:
         return DatasetSummary(
             name=str(raw["name"]),

@@ -5,8 +5,8 @@ refuses exactly what a trainer would fail on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.spec import DatasetSpec
@@ -17,14 +17,51 @@ from trainer.datasets.qm9 import QM9_PROPERTIES, qm9_data_folder
 
 
 @dataclass(frozen=True)
+class DroppedRow:
+    """A row of the data file that was not used: its line (CSV) or record (SD), its text, the
+    cause ("unparsable_smiles", "missing_target", "non_numeric_target") and the cause in
+    words."""
+
+    row: int
+    text: str
+    cause: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class DatasetSummary:
-    """What a data set holds."""
+    """What a data set holds: molecules kept, rows dropped by cause with the first of them."""
 
     name: str
     n_molecules: int
     n_invalid: int
     invalid_examples: tuple[str, ...]
     target_names: tuple[str, ...]
+    invalid_counts: dict[str, int] = field(default_factory=dict)
+    invalid_rows: tuple[DroppedRow, ...] = ()
+
+    @classmethod
+    def from_dict(cls, raw: object) -> DatasetSummary | None:
+        """The summary kept in the store (``dataclasses.asdict`` of one); None when ``raw`` is
+        not one (a study made by an older version keeps what it has)."""
+        if not isinstance(raw, Mapping):
+            return None
+        try:
+            rows = tuple(
+                DroppedRow(int(r["row"]), str(r["text"]), str(r["cause"]), str(r["detail"]))
+                for r in raw.get("invalid_rows", ())
+            )
+            return cls(
+                name=str(raw["name"]),
+                n_molecules=int(raw["n_molecules"]),
+                n_invalid=int(raw["n_invalid"]),
+                invalid_examples=tuple(raw["invalid_examples"]),
+                target_names=tuple(raw["target_names"]),
+                invalid_counts={str(k): int(v) for k, v in raw.get("invalid_counts", {}).items()},
+                invalid_rows=rows,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
 
 
 def request_of(d: DatasetSpec) -> DatasetRequest:
@@ -68,4 +105,8 @@ def summarize(d: DatasetSpec, roots: Sequence[Path]) -> DatasetSummary:
         n_invalid=table.n_invalid,
         invalid_examples=tuple(table.invalid_examples),
         target_names=tuple(table.target_names),
+        invalid_counts=dict(table.invalid_counts),
+        invalid_rows=tuple(
+            DroppedRow(r.row, r.text, r.cause, r.detail) for r in table.invalid_rows
+        ),
     )

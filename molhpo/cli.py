@@ -209,17 +209,24 @@ def cmd_study_start(args: argparse.Namespace) -> int:
         checked = c.validate_study(Path(args.file))
         req = checked.normalized
         d = checked.dataset
-        if d.n_invalid:
-            console.print(
-                f"data {d.name}: {d.n_molecules} molecules; {d.n_invalid} rows RDKit cannot "
-                f"parse were dropped, e.g. {', '.join(d.invalid_examples[:3])}"
-            )
+        console.print(
+            f"data {d.name}: {d.n_molecules} molecules"
+            + (f"; {d.n_invalid} rows dropped" if d.n_invalid else ""),
+            highlight=False,
+        )
+        for line in report.dropped_rows_lines(d):
+            console.print(f"  {line}", markup=False, highlight=False)
         if args.name:
             req.name = args.name
+        if args.trials:
+            req.budget.n_trials = args.trials
+        if args.max_epochs:
+            req.budget.max_epochs = args.max_epochs
         info = c.start_study(req)
         console.print(
             f"study [bold]{info.name}[/bold] started: {req.budget.n_trials} trials, "
-            f"{req.model} on {req.dataset.name}, {req.sampler.name} + {req.pruner.name}"
+            f"{req.model} on {report.dataset_label(req.dataset)}, "
+            f"{req.sampler.name} + {req.pruner.name}"
         )
         if args.watch:
             final = report.watch_with_progress(c, info.name, req.budget.n_trials, console)
@@ -426,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = ssub.add_parser("start", parents=[client_flags], help="start a study from a YAML file")
     st.add_argument("file")
     st.add_argument("--name", default=None, help="override the study name")
+    st.add_argument("--trials", type=int, default=0, help="override budget.n_trials")
+    st.add_argument("--max-epochs", type=int, default=0, help="override budget.max_epochs")
     st.add_argument("--watch", action="store_true", help="follow it and print the summary")
     st.set_defaults(fn=cmd_study_start)
     sl = ssub.add_parser("list", parents=[client_flags], help="list studies")

@@ -35,6 +35,45 @@ def _metrics(m: common_pb2.Metrics) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in sorted(m.values.items()))
 
 
+def dataset_label(ref: common_pb2.DatasetRef) -> str:
+    """A study's data in a few words: the built-in name, or the user file and its columns."""
+    if not ref.path:
+        return ref.name + (f" ({ref.target})" if ref.target else "")
+    targets = ", ".join(ref.target_columns) or "its numeric columns"
+    if ref.format == "sdf" or (not ref.format and ref.path.lower().endswith(".sdf")):
+        return f"{ref.path} (target {targets})"
+    return f"{ref.path} (SMILES {ref.smiles_column or 'smiles'}, target {targets})"
+
+
+_CAUSE_WORDS = {
+    "unparsable_smiles": "SMILES RDKit cannot parse",
+    "missing_target": "missing target (empty or NaN)",
+    "non_numeric_target": "non-numeric target",
+}
+
+
+def dropped_rows_lines(d: common_pb2.DatasetSummary, per_cause: int = 5) -> list[str]:
+    """The rows a data set dropped, one line per cause with its count, then the first rows of
+    that cause with their line (CSV) or record (SD) and what was wrong."""
+    lines: list[str] = []
+    counts = dict(d.invalid_counts)
+    if not counts and d.n_invalid:  # a summary from an older coordinator
+        return [f"{d.n_invalid} rows dropped, e.g. {', '.join(d.invalid_examples[:3])}"]
+    for cause, n in counts.items():
+        if not n:
+            continue
+        lines.append(f"{n} {'row' if n == 1 else 'rows'} dropped: {_CAUSE_WORDS.get(cause, cause)}")
+        for r in [r for r in d.invalid_rows if r.cause == cause][:per_cause]:
+            where = r.text if r.text.startswith("record ") else f"line {r.row}"
+            lines.append(f"  {where}: {r.detail}")
+    return lines
+
+
+def wait_reason_name(reason: study_pb2.WaitReason.ValueType) -> str:
+    """WAIT_REASON_SLOTS_BUSY -> slots busy."""
+    return study_pb2.WaitReason.Name(reason).removeprefix("WAIT_REASON_").lower().replace("_", " ")
+
+
 def print_catalogue(what: str, console: Console) -> None:
     """`molhpo list models|datasets|samplers|pruners`."""
     if what == "models":
@@ -116,16 +155,22 @@ def print_summary(
     )
     if req.model:
         console.print(
-            f"  {req.model} on {req.dataset.name}; {req.sampler.name} sampler, "
+            f"  {req.model} on {dataset_label(req.dataset)}; {req.sampler.name} sampler, "
             f"{req.pruner.name} pruner; objective {req.objective.metric}"
         )
     if info.HasField("dataset"):
         d = info.dataset
-        line = f"  data: {d.name}, {d.n_molecules} molecules"
-        if d.n_invalid:
-            examples = ", ".join(d.invalid_examples[:3])
-            line += f", {d.n_invalid} rows dropped (unparsable), e.g. {examples}"
-        console.print(line)
+        console.print(
+            f"  data: {d.name}, {d.n_molecules} molecules"
+            + (f", {d.n_invalid} rows dropped" if d.n_invalid else "")
+        )
+        for line in dropped_rows_lines(d):
+            console.print(f"    {line}", markup=False, highlight=False)
+    if info.wait_message:
+        console.print(
+            f"  [yellow]waiting ({wait_reason_name(info.wait_reason)})[/yellow]: "
+            f"{info.wait_message}"
+        )
     console.print(
         f"  trials: {len(trials)} total, {info.n_complete} complete, "
         f"{info.n_pruned} pruned, {info.n_failed} failed, {info.n_running} running"
@@ -188,6 +233,13 @@ def watch_with_progress(
     ) as progress:
         task = progress.add_task(name, total=n_trials, best="")
         for ev in client.watch(name):
+            if ev.kind == study_pb2.StudyEvent.KIND_STUDY_WAITING:
+                if ev.message:
+                    progress.console.print(
+                        f"[yellow]waiting[/yellow]: {ev.message}", markup=True, highlight=False
+                    )
+                else:
+                    progress.console.print("dispatching again", highlight=False)
             if ev.kind in done_kinds:
                 s = ev.study
                 best = f"best {s.best_trial.value:.4f}" if s.HasField("best_trial") else ""

@@ -51,9 +51,10 @@ def table_from_rows(
     """
     builder = TableBuilder(name, units, (target_name,))
     with rdBase.BlockLogs():  # RDKit would print a parse error per bad row
-        for smi, target_text in rows:
+        # bundled CSV files have one header line and no blank lines: data row i is line i + 2
+        for i, (smi, target_text) in enumerate(rows):
             mol = Chem.MolFromSmiles(smi) if smi else None
-            builder.add(smi, mol, (target_text,), smiles=smi)
+            builder.add(smi, mol, (target_text,), smiles=smi, row=i + 2)
     return builder.build()
 
 
@@ -75,7 +76,8 @@ def add_sdf_text(
                 mol.GetProp(prop) if mol is not None and mol.HasProp(prop) else None
                 for prop in builder.target_names
             ]
-            builder.add(f"record {first_record + count - 1}", mol, values, label=label)
+            record = first_record + count - 1
+            builder.add(f"record {record}", mol, values, label=label, row=record)
     return count
 
 

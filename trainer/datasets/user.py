@@ -74,13 +74,20 @@ def user_table_name(path: Path) -> str:
     return f"file:{path}"
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a CSV file (UTF-8, BOM allowed); rows padded/cut to the header."""
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, rows and each row's line number (1-based, the header is line 1) of a CSV file
+    (UTF-8, BOM allowed); rows padded/cut to the header, blank rows skipped."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
-            rows = [row for row in reader if any(cell.strip() for cell in row)]
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    rows.append(row)
+                    # line_num counts physical lines read so far; a quoted cell may span several
+                    lines.append(reader.line_num)
     except UnicodeDecodeError as err:
         raise InvalidArgument(
             f"CSV file '{path}' is not UTF-8 text ({err.reason}); save it as UTF-8"
@@ -91,7 +98,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
         raise InvalidArgument(f"CSV file '{path}' is empty; it needs a header row and data rows")
     header = [name.strip() for name in header]
     width = len(header)
-    return header, [(row + [""] * width)[:width] for row in rows]
+    return header, [(row + [""] * width)[:width] for row in rows], lines
 
 
 def _is_number(text: str) -> bool:
@@ -124,7 +131,7 @@ def _numeric_columns(header: list[str], rows: list[list[str]], skip: set[str]) -
 def _load_csv(
     path: Path, smiles_column: str, target_columns: Sequence[str] | None
 ) -> MoleculeTable:
-    header, rows = _read_csv(path)
+    header, rows, lines = _read_csv(path)
     s = _column_index(path, header, smiles_column, "SMILES column")
     if target_columns is None:
         targets = _numeric_columns(header, rows, {smiles_column})
@@ -138,10 +145,10 @@ def _load_csv(
     indices = [_column_index(path, header, name, "target column") for name in targets]
     builder = TableBuilder(user_table_name(path), "", targets)
     with rdBase.BlockLogs():
-        for row in rows:
+        for line, row in zip(lines, rows, strict=True):
             smi = row[s].strip()
             mol = Chem.MolFromSmiles(smi) if smi else None
-            builder.add(smi, mol, [row[j].strip() or None for j in indices], smiles=smi)
+            builder.add(smi, mol, [row[j].strip() or None for j in indices], smiles=smi, row=line)
     return builder.build()
 
 
@@ -234,7 +241,7 @@ def load_tabular_csv(
     choice); rows with empty, "nan" or infinite values are dropped and counted.
     """
     resolved = resolve_confined(path, roots)
-    header, rows = _read_csv(resolved)
+    header, rows, lines = _read_csv(resolved)
     t = _column_index(resolved, header, target_column, "target column")
     names = (
         [n for n in header if n != target_column]
@@ -250,7 +257,7 @@ def load_tabular_csv(
     features: list[list[float]] = []
     targets: list[float] = []
     n_invalid = 0
-    for line, row in enumerate(rows, start=2):
+    for line, row in zip(lines, rows, strict=True):
         values: list[float] = []
         for j in [*indices, t]:
             cell = row[j].strip()

@@ -204,7 +204,17 @@ def _conformer_data(features: ConformerFeatures, y: torch.Tensor, device: torch.
     return _Data(predict=predict, y=y, in_features=features.num_features, edge_features=0)
 
 
-_PER_TABLE_FIELDS = frozenset({"name", "units", "n_invalid", "invalid_examples", "target_names"})
+_PER_TABLE_FIELDS = frozenset(
+    {
+        "name",
+        "units",
+        "n_invalid",
+        "invalid_examples",
+        "invalid_rows",
+        "invalid_counts",
+        "target_names",
+    }
+)
 """MoleculeTable fields that describe the table, not its molecules (kept as they are by
 ``_subset``); every other field holding one entry per molecule is cut with the rows."""
 

@@ -138,3 +138,59 @@ def test_tabular_csv(tmp_path: Path) -> None:
         load_tabular_csv("text.csv", "y", roots=(tmp_path,))
     with pytest.raises(InvalidArgument, match=r"target column 'q' is not a column"):
         load_tabular_csv("text.csv", "q", roots=(tmp_path,))
+
+
+def test_dropped_rows_are_counted_by_cause_with_their_file_lines(tmp_path: Path) -> None:
+    # Valid SMILES with empty or NaN targets (ethanol among them) are missing targets, not
+    # unparsable molecules; a blank line does not shift the line numbers.
+    path = _write(
+        tmp_path / "own.csv",
+        "id,SMILES_str,dG_exp\n"
+        "a,CCO,-5.0\n"
+        "b,C1CC,-3.2\n"
+        "c,CCO,\n"
+        "d,CCC,nan\n"
+        "e,c1ccccc1,abc\n"
+        "\n"
+        "f,CCCl,inf\n"
+        "g,,1.0\n"
+        "h,CC(=O)O,-6.1\n",
+    )
+    table = load_user_file(
+        path, roots=(tmp_path,), smiles_column="SMILES_str", target_columns=["dG_exp"]
+    )
+    assert table.smiles == ["CCO", "CC(=O)O"]
+    assert table.n_invalid == 6
+    assert table.invalid_counts == {
+        "unparsable_smiles": 2,
+        "missing_target": 2,
+        "non_numeric_target": 2,
+    }
+    assert [(r.row, r.text, r.cause) for r in table.invalid_rows] == [
+        (3, "C1CC", "unparsable_smiles"),
+        (4, "CCO", "missing_target"),
+        (5, "CCC", "missing_target"),
+        (6, "c1ccccc1", "non_numeric_target"),
+        (8, "CCCl", "non_numeric_target"),
+        (9, "", "unparsable_smiles"),
+    ]
+    assert table.invalid_rows[1].detail == "target 'dG_exp' is empty"
+    assert "'abc', not a number" in table.invalid_rows[3].detail
+    with pytest.raises(InvalidArgument) as err:
+        check_invalid_share(table, 0.1)
+    message = str(err.value)
+    assert "2 with SMILES RDKit cannot parse (line 3" in message
+    assert "2 with missing target (line 4: target 'dG_exp' is empty" in message
+
+
+def test_sdf_dropped_records_name_the_record_and_the_missing_property(tmp_path: Path) -> None:
+    block = "\n     RDKit          2D\n\n  1  0  0  0  0  0  0  0  0  0999 V2000\n"
+    atom = "    0.0000    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0\nM  END\n"
+    with_prop = f"{block}{atom}>  <y>\n1.5\n\n$$$$\n"
+    without = f"{block}{atom}$$$$\n"
+    path = _write(tmp_path / "own.sdf", "m1" + with_prop + "m2" + without)
+    table = load_user_file(path, roots=(tmp_path,), target_columns=["y"])
+    assert len(table) == 1
+    assert table.invalid_counts["missing_target"] == 1
+    (row,) = table.invalid_rows
+    assert (row.row, row.text, row.cause) == (2, "record 2", "missing_target")
