@@ -323,6 +323,12 @@ def status_to_proto(s: StudyStatus, with_request: bool = True) -> study_pb2.Stud
         start_time=s.start_time,
         end_time=s.end_time,
         message=s.message,
+        wait_reason=(
+            study_pb2.WaitReason.ValueType(s.waiting.reason.value)
+            if s.waiting is not None
+            else study_pb2.WAIT_REASON_NONE
+        ),
+        wait_message=s.waiting.message if s.waiting is not None else "",
     )
     if with_request and s.request_json:
         info.request.CopyFrom(request_from_json(s.request_json))

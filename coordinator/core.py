@@ -34,7 +34,7 @@ from coordinator.evaluation import (
     race_row,
 )
 from coordinator.events import Event
-from coordinator.membership import TrainerPool, TrainerRecord
+from coordinator.membership import TrainerPool, TrainerRecord, Waiting
 from coordinator.metrics import CoordinatorMetrics, StudyCollector
 from coordinator.objectives import ATTR_FEASIBLE, constraints_func
 from coordinator.optimizer.pruners import build_pruner, validate_pruner
@@ -100,6 +100,9 @@ class StudyStatus:
     end_time: float
     message: str
     dataset: DatasetSummary | None = None
+    # Why a running study dispatches nothing although it has trials to run (None: it does not
+    # wait, or it is not running here).
+    waiting: Waiting | None = None
 
 
 class Coordinator:
@@ -629,6 +632,7 @@ class Coordinator:
             # Its study's cached storage reads only the unfinished trials from the store.
             trials = runner.study.get_trials(deepcopy=False)
             state, message, end = runner.state, runner.message, runner.end_time
+            waiting = runner.waiting
         else:
             trials = self.storage.get_all_trials(sid, deepcopy=False)
             raw = str(attrs.get(ATTR_STATE, "DETACHED"))
@@ -638,6 +642,7 @@ class Coordinator:
                 state = StudyState.DETACHED
             message = str(attrs.get(ATTR_MESSAGE, ""))
             end = float(attrs.get(ATTR_END, 0.0))
+            waiting = None
         return StudyStatus(
             name=name,
             state=state,
@@ -648,6 +653,7 @@ class Coordinator:
             end_time=end,
             message=message,
             dataset=_summary(attrs.get(ATTR_DATASET)),
+            waiting=waiting,
         )
 
     def list_studies(self) -> list[StudyStatus]:

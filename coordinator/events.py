@@ -18,6 +18,7 @@ class EventKind(enum.Enum):
     TRIAL_FAILED = 5
     STUDY_FINISHED = 6
     TRIAL_RETRIED = 7
+    STUDY_WAITING = 8
 
 
 @dataclass(frozen=True)

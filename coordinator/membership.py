@@ -6,11 +6,24 @@ is forgotten, and the trials the coordinator had given it are handed back to the
 
 from __future__ import annotations
 
+import enum
 import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import PurePath
+
+FILE_PREFIX = "file:"
+"""Work keys of user data files start with this and go on with the format: "file:csv"."""
+
+
+def work_key(dataset_name: str, path: str = "", file_format: str = "") -> str:
+    """What a trainer must be able to load for a study's data: a built-in data set's name, or
+    "file:<format>" for a user file (the format given, else the file's suffix)."""
+    if not path:
+        return dataset_name
+    return FILE_PREFIX + (file_format or PurePath(path).suffix.lower().lstrip("."))
 
 
 @dataclass
@@ -26,6 +39,8 @@ class TrainerRecord:
     last_seen: float
     # Trial ids given to it (negative ids: slots reserved for a trial being asked).
     assigned: set[int] = field(default_factory=set)
+    # Formats of user data files it reads ("csv", "sdf").
+    file_formats: tuple[str, ...] = ()
 
     @property
     def free_slots(self) -> int:
@@ -42,8 +57,86 @@ class Reservation:
     token: int
 
 
+class WaitReason(enum.Enum):
+    """Why a study that wants a slot got none (mirrors molhpo.v1.WaitReason)."""
+
+    NONE = 1
+    NO_TRAINERS = 2
+    NO_CAPABLE_TRAINER = 3
+    SLOTS_BUSY = 4
+    FAIR_SHARE = 5
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """No slot for a study now: why, in a reason and in words."""
+
+    reason: WaitReason
+    message: str
+
+
 # A study that found no free slot counts as waiting for this long.
 _WAITING_MEMORY_S = 2.0
+
+
+def can_run(r: TrainerRecord, model: str, work: str) -> bool:
+    """Whether trainer ``r`` runs ``model`` on ``work`` (a built-in data set's name or a user
+    file's "file:<format>"). Empty lists mean "anything"; a trainer that lists built-in data
+    sets but no file formats reads no user files."""
+    if r.models and model not in r.models:
+        return False
+    if work.startswith(FILE_PREFIX):
+        if r.file_formats:
+            return work.removeprefix(FILE_PREFIX) in r.file_formats
+        return not r.datasets
+    return not r.datasets or work in r.datasets
+
+
+def describe_work(model: str, work: str) -> str:
+    """``model`` on ``work`` in words: "gin on freesolv", "mlp on a csv file"."""
+    if work.startswith(FILE_PREFIX):
+        return f"{model} on a {work.removeprefix(FILE_PREFIX) or 'user'} file"
+    return f"{model} on {work}"
+
+
+def explain_no_slot(
+    records: Iterable[TrainerRecord], model: str, work: str, rested: frozenset[str]
+) -> Waiting:
+    """Why no trainer of ``records`` has a slot for ``model`` on ``work`` (a pure function of
+    the pool's state): none registered, none able to run it (saying what they can run), the
+    able ones resting, or every slot of the able ones busy."""
+    records = list(records)
+    what = describe_work(model, work)
+    if not records:
+        return Waiting(
+            WaitReason.NO_TRAINERS,
+            f"no trainer is registered to run {what}; start one "
+            "(`molhpo trainer --coordinator HOST:PORT`)",
+        )
+    able = [r for r in records if can_run(r, model, work)]
+    if not able:
+        offers = "; ".join(
+            f"{r.trainer_id}: models {', '.join(r.models) or 'any'}, data "
+            f"{', '.join([*r.datasets, *(f'{f} files' for f in r.file_formats)]) or 'any'}"
+            for r in sorted(records, key=lambda r: r.trainer_id)[:4]
+        )
+        return Waiting(
+            WaitReason.NO_CAPABLE_TRAINER,
+            f"none of the {len(records)} registered trainers can run {what} ({offers}); "
+            "start a trainer that can, or change the study's model or data",
+        )
+    awake = [r for r in able if r.trainer_id not in rested]
+    if not awake:
+        return Waiting(
+            WaitReason.NO_CAPABLE_TRAINER,
+            f"the {len(able)} trainers that can run {what} are resting after losing trials in "
+            "a row; see their logs",
+        )
+    slots = sum(r.slots for r in awake)
+    return Waiting(
+        WaitReason.SLOTS_BUSY,
+        f"every slot is busy: {slots} slots on {len(awake)} trainers that can run {what}",
+    )
 
 
 def is_expired(last_seen: float, now: float, timeout_s: float) -> bool:
@@ -54,7 +147,8 @@ def is_expired(last_seen: float, now: float, timeout_s: float) -> bool:
 def pick_trainer(
     records: Iterable[TrainerRecord], model: str, dataset: str, avoid: frozenset[str] = frozenset()
 ) -> TrainerRecord | None:
-    """The trainer with the most free slots that can run the model on the data set.
+    """The trainer with the most free slots that can run the model on the data set (a built-in
+    name, or "file:<format>" for a user file: see :func:`work_key`).
 
     Ties go to the trainer with fewer trials, then the smaller id, so load spreads evenly.
     """
@@ -62,7 +156,7 @@ def pick_trainer(
     for r in records:
         if r.free_slots <= 0 or r.trainer_id in avoid:
             continue
-        if (r.models and model not in r.models) or (r.datasets and dataset not in r.datasets):
+        if not can_run(r, model, dataset):
             continue
         if best is None or (r.free_slots, -len(r.assigned), best.trainer_id) > (
             best.free_slots,
@@ -102,7 +196,9 @@ class TrainerPool:
         self._orphans: dict[int, tuple[str, float]] = {}
         self._claimed: list[tuple[str, int]] = []
         self._slot_study: dict[int, str] = {}
-        self._waiting: dict[str, float] = {}
+        # Studies that asked for a slot that trainers able to run them had busy: when, and
+        # the (model, work) they asked for, so fair share holds back only what they could use.
+        self._waiting: dict[str, tuple[float, str, str]] = {}
 
     def register(self, record: TrainerRecord) -> None:
         """Add a trainer, or refresh one that registers again (keeping its assignments)."""
@@ -194,21 +290,48 @@ class TrainerPool:
     ) -> Reservation | None:
         """Hold a free slot on the best trainer for this work, or None when none is free.
 
-        Slots are shared fairly between studies: while another study waits for a slot and
-        holds fewer than ``study`` does, ``study`` gets none (max-min fairness).
+        Slots are shared fairly between studies: while another study waits for a slot it could
+        use and holds fewer than ``study`` does, ``study`` gets none (max-min fairness).
+        """
+        got = self.reserve_or_wait(model, dataset, avoid, study)
+        return got if isinstance(got, Reservation) else None
+
+    def reserve_or_wait(
+        self,
+        model: str,
+        dataset: str,
+        avoid: frozenset[str] = frozenset(),
+        study: str = "",
+    ) -> Reservation | Waiting:
+        """As :meth:`reserve`, but saying why when there is no slot (:class:`Waiting`).
+
+        Only a study that waits for busy slots of trainers able to run it counts for fair
+        share; one that no trainer can run holds back nobody.
         """
         with self._lock:
             now = self._clock()
-            self._waiting = {s: t for s, t in self._waiting.items() if now - t < _WAITING_MEMORY_S}
+            self._waiting = {
+                s: w for s, w in self._waiting.items() if now - w[0] < _WAITING_MEMORY_S
+            }
             mine = self._held.get(study, 0)
-            if study and any(self._held.get(s, 0) < mine for s in self._waiting if s != study):
-                return None
             rested = frozenset(t for t, until in self._rested_until.items() if until > now)
             rec = pick_trainer(self._trainers.values(), model, dataset, avoid | rested)
             if rec is None:
-                if study:
-                    self._waiting[study] = now
-                return None
+                why = explain_no_slot(self._trainers.values(), model, dataset, rested)
+                if study and why.reason is WaitReason.SLOTS_BUSY:
+                    self._waiting[study] = (now, model, dataset)
+                return why
+            poorer = sorted(
+                s
+                for s, (_t, m, d) in self._waiting.items()
+                if s != study and self._held.get(s, 0) < mine and can_run(rec, m, d)
+            )
+            if study and poorer:
+                return Waiting(
+                    WaitReason.FAIR_SHARE,
+                    f"holds {mine} slots; free slots go first to studies holding fewer "
+                    f"({', '.join(poorer[:3])})",
+                )
             self._waiting.pop(study, None)
             token = -next(self._tokens)
             rec.assigned.add(token)
@@ -283,6 +406,7 @@ class TrainerPool:
                     r.datasets,
                     r.last_seen,
                     set(r.assigned),
+                    r.file_formats,
                 )
                 for r in self._trainers.values()
             ]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+WAIT_REASONS = ("no_trainers", "no_capable_trainer", "slots_busy", "fair_share")
+"""Why a study waits, as metric label values (coordinator.membership.WaitReason, lower case)."""
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -101,6 +105,12 @@ class StudyView(Protocol):
     @property
     def spec(self) -> object: ...
 
+    @property
+    def waiting(self) -> object: ...
+
+    @property
+    def waiting_since(self) -> float: ...
+
 
 class StudyCollector(Collector):
     """Per-scrape figures of the studies this coordinator manages.
@@ -126,7 +136,21 @@ class StudyCollector(Collector):
             "Best objective value of each study so far.",
             labels=["study"],
         )
+        waiting_by_reason = dict.fromkeys(WAIT_REASONS, 0)
+        waited = GaugeMetricFamily(
+            "molhpo_coordinator_study_waiting_seconds",
+            "Seconds a running study has had trials to dispatch and no slot, by reason "
+            "(no_trainers, no_capable_trainer, slots_busy, fair_share); absent when it waits "
+            "for nothing.",
+            labels=["study", "reason"],
+        )
+        now = time.monotonic()
         for r in runners:
+            why = getattr(r.waiting, "reason", None)
+            if why is not None and not r.finished:
+                reason = why.name.lower()
+                waiting_by_reason[reason] = waiting_by_reason.get(reason, 0) + 1
+                waited.add_metric([str(getattr(r.spec, "name", "")), reason], now - r.waiting_since)
             counts["running"] += len(r.running_trials())
             for k, v in r.finished_counts.items():
                 counts[k] += v
@@ -142,3 +166,12 @@ class StudyCollector(Collector):
             value=queue,
         )
         yield best
+        by_reason = GaugeMetricFamily(
+            "molhpo_coordinator_studies_waiting",
+            "Running studies with trials to dispatch and no slot, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in waiting_by_reason.items():
+            by_reason.add_metric([reason], n)
+        yield by_reason
+        yield waited

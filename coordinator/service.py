@@ -209,6 +209,7 @@ class MembershipServicer(trainer_pb2_grpc.MembershipServiceServicer):
                 models=tuple(i.models),
                 datasets=tuple(i.datasets),
                 last_seen=0.0,
+                file_formats=tuple(i.file_formats),
             )
         )
         return trainer_pb2.RegisterTrainerResponse(

@@ -22,7 +22,7 @@ import redis
 
 from coordinator import convert, pruning
 from coordinator.events import EventKind, EventLog
-from coordinator.membership import Reservation, TrainerPool
+from coordinator.membership import Reservation, TrainerPool, Waiting, WaitReason, work_key
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.objectives import ATTR_FEASIBLE, objective_values, violations
 from coordinator.optimizer.search_space import suggest
@@ -54,6 +54,10 @@ ATTR_DECISION = "molhpo:decision:"
 _IDLE_WAIT_S = 0.5
 # A trial no trainer accepts is retried this many times before it is recorded as FAIL.
 _MAX_DISPATCH_TRIES = 20
+# A study waiting for busy slots (or its fair share) says so in its events only once the wait
+# has lasted this long, so ordinary hand-overs between trials make no noise; a study that no
+# registered trainer can run says so at once.
+_ANNOUNCE_BUSY_AFTER_S = 2.0
 
 
 class StudyState(enum.Enum):
@@ -119,6 +123,11 @@ class StudyRunner:
         self._stop_requested = False
         self.state = StudyState.RUNNING
         self.message = ""
+        # Why the study cannot dispatch what it wants now (None: it can, or wants nothing).
+        self.waiting: Waiting | None = None
+        self.waiting_since = 0.0
+        self._wait_announced: Waiting | None = None
+        self._work = work_key(spec.dataset.name, spec.dataset.path, spec.dataset.format)
         self.start_time = time.time()
         self.end_time = 0.0
         self._thread = threading.Thread(target=self._loop, name=f"study-{spec.name}", daemon=True)
@@ -199,9 +208,7 @@ class StudyRunner:
                     retry = self._retry[0] if self._retry else None
                     want = retry is not None or self._wants_trial()
                 if want:
-                    res = self._pool.reserve(
-                        self.spec.model, self.spec.dataset.name, study=self.spec.name
-                    )
+                    res = self._reserve()
                     if res is not None:
                         if retry is not None:
                             with self._lock:
@@ -217,12 +224,50 @@ class StudyRunner:
                         continue
                     self._pool.wait_for_change(_IDLE_WAIT_S)
                 else:
+                    self._note_wait(None)
                     self._wake.wait(_IDLE_WAIT_S)
                     self._wake.clear()
         except Exception as err:  # the study cannot go on; record why instead of dying silently
             log.exception("study %s failed", self.spec.name)
             with self._lock:
                 self._finish(StudyState.FAILED, f"coordinator error: {err}")
+
+    def _reserve(self, avoid: frozenset[str] = frozenset()) -> Reservation | None:
+        """A slot for this study's work, or None (noting why, see :meth:`_note_wait`)."""
+        got = self._pool.reserve_or_wait(self.spec.model, self._work, avoid, self.spec.name)
+        if isinstance(got, Reservation):
+            self._note_wait(None)
+            return got
+        self._note_wait(got)
+        return None
+
+    def _note_wait(self, why: Waiting | None) -> None:
+        """Keep why the study waits (status and metrics read it) and tell its watchers: at once
+        when no trainer can run it, after a while when slots are busy, and once more (with an
+        empty message) when it dispatches again after a told wait."""
+        now = time.monotonic()
+        with self._lock:
+            if why is None:
+                if self._wait_announced is not None:
+                    self.events.append(EventKind.STUDY_WAITING)
+                self.waiting, self._wait_announced = None, None
+                return
+            if self.waiting is None or self.waiting.reason is not why.reason:
+                self.waiting_since = now
+            self.waiting = why
+            told = self._wait_announced
+            if (
+                told is not None
+                and told.reason is why.reason
+                and (told.message == why.message or why.reason is WaitReason.SLOTS_BUSY)
+            ):
+                return
+            patient = why.reason in (WaitReason.SLOTS_BUSY, WaitReason.FAIR_SHARE)
+            if patient and now - self.waiting_since < _ANNOUNCE_BUSY_AFTER_S:
+                return
+            self._wait_announced = why
+            self.events.append(EventKind.STUDY_WAITING, message=why.message)
+            log.info("study %s waits: %s", self.spec.name, why.message)
 
     def _timed_out(self) -> bool:
         t = self.spec.timeout_seconds
@@ -270,9 +315,7 @@ class StudyRunner:
                 self._pool.wait_for_change(_IDLE_WAIT_S)
                 if self._stop_requested:
                     break
-                res = self._pool.reserve(
-                    self.spec.model, self.spec.dataset.name, frozenset(avoid), self.spec.name
-                )
+                res = self._reserve(frozenset(avoid))
                 if res is None:
                     avoid.clear()
                     continue
@@ -624,6 +667,7 @@ class StudyRunner:
                 state = StudyState.COMPLETE
         self.state = state
         self.message = message
+        self.waiting = None
         self.end_time = time.time()
         st = self.study._storage
         sid = self.study._study_id

@@ -19,6 +19,7 @@ from storage.artifacts import ArtifactStore
 from storage.keys import RedisKeys
 from storage.redis_conn import connect
 from trainer import catalogue
+from trainer.datasets.user import USER_FORMATS
 from trainer.featurize import set_disk_cache
 from trainer.membership import MembershipAgent
 from trainer.metrics import BusyCollector, GpuCollector, TrainerMetrics
@@ -169,6 +170,7 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
             running_trial_ids=worker.running_ids(),
             models=sorted(catalogue.MODELS),
             datasets=sorted(catalogue.DATASETS),
+            file_formats=list(USER_FORMATS),
         )
 
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(

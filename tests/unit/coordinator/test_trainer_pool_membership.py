@@ -5,7 +5,17 @@ from __future__ import annotations
 import threading
 import time
 
-from coordinator.membership import Reservation, TrainerPool, TrainerRecord, is_expired, pick_trainer
+from coordinator.membership import (
+    Reservation,
+    TrainerPool,
+    TrainerRecord,
+    Waiting,
+    WaitReason,
+    explain_no_slot,
+    is_expired,
+    pick_trainer,
+    work_key,
+)
 
 
 class FakeClock:
@@ -24,6 +34,7 @@ def _rec(
     assigned: set[int] | None = None,
     models: tuple[str, ...] = (),
     datasets: tuple[str, ...] = (),
+    file_formats: tuple[str, ...] = (),
 ) -> TrainerRecord:
     return TrainerRecord(
         trainer_id=trainer_id,
@@ -34,6 +45,7 @@ def _rec(
         datasets=datasets,
         last_seen=0.0,
         assigned=set() if assigned is None else set(assigned),
+        file_formats=file_formats,
     )
 
 
@@ -327,3 +339,80 @@ def test_slots_are_shared_fairly_between_studies() -> None:
     pool.release("t", b1.token)
     now[0] += 5.0
     assert pool.reserve("gin", "freesolv", study="a") is not None
+
+
+# ---- user files, and why a study waits ---------------------------------------------------------
+
+_REAL = {"models": ("gin", "mlp"), "datasets": ("freesolv", "solubility")}
+
+
+def test_work_key_of_user_files_is_their_format() -> None:
+    assert work_key("freesolv") == "freesolv"
+    assert work_key("", "data/my.CSV") == "file:csv"
+    assert work_key("", "data.v2/mols.sdf") == "file:sdf"
+    assert work_key("", "data/mols.txt", "csv") == "file:csv"
+
+
+def test_a_study_on_a_user_file_gets_a_trainer_that_reads_its_format() -> None:
+    # A trainer as the real one registers: built-in names and the file formats it reads.
+    reads = _rec("a", **_REAL, file_formats=("csv", "sdf"))
+    picked = pick_trainer([reads], "mlp", work_key("", "data/my.csv"))
+    assert picked is reads
+    # One listing built-in sets but no formats reads no files.
+    assert pick_trainer([_rec("b", **_REAL)], "mlp", "file:csv") is None
+    assert pick_trainer([_rec("c", **_REAL, file_formats=("sdf",))], "mlp", "file:csv") is None
+
+
+def test_explain_no_slot_names_each_reason() -> None:
+    none = explain_no_slot([], "gin", "freesolv", frozenset())
+    assert none.reason is WaitReason.NO_TRAINERS and "no trainer is registered" in none.message
+    real = _rec("t1", slots=2, **_REAL, file_formats=("csv",))
+    unable = explain_no_slot([real], "egnn", "freesolv", frozenset())
+    assert unable.reason is WaitReason.NO_CAPABLE_TRAINER
+    assert "egnn on freesolv" in unable.message and "t1: models gin, mlp" in unable.message
+    sdf = explain_no_slot([real], "gin", "file:sdf", frozenset())
+    assert sdf.reason is WaitReason.NO_CAPABLE_TRAINER and "csv files" in sdf.message
+    resting = explain_no_slot([real], "gin", "freesolv", frozenset({"t1"}))
+    assert resting.reason is WaitReason.NO_CAPABLE_TRAINER and "resting" in resting.message
+    busy = explain_no_slot([real], "gin", "file:csv", frozenset())
+    assert busy.reason is WaitReason.SLOTS_BUSY and "2 slots on 1 trainers" in busy.message
+
+
+def test_reserve_or_wait_says_why_and_busy_is_told_apart_from_unable() -> None:
+    pool, _clock = _pool()
+    got = pool.reserve_or_wait("gin", "file:csv", study="s")
+    assert isinstance(got, Waiting) and got.reason is WaitReason.NO_TRAINERS
+    pool.register(_rec("t", slots=1, **_REAL, file_formats=("csv",)))
+    first = pool.reserve_or_wait("gin", "file:csv", study="s")
+    assert isinstance(first, Reservation)
+    again = pool.reserve_or_wait("gin", "file:csv", study="s")
+    assert isinstance(again, Waiting) and again.reason is WaitReason.SLOTS_BUSY
+    other = pool.reserve_or_wait("cnn", "freesolv", study="x")
+    assert isinstance(other, Waiting) and other.reason is WaitReason.NO_CAPABLE_TRAINER
+
+
+def test_a_study_no_trainer_can_run_holds_back_no_other_study() -> None:
+    now = [0.0]
+    pool = TrainerPool(heartbeat_timeout_s=10.0, clock=lambda: now[0])
+    pool.register(_rec("t", slots=2, **_REAL, file_formats=("csv",)))
+    a1 = pool.reserve("gin", "freesolv", study="a")
+    assert a1 is not None
+    # b asks for a model nobody runs: it holds 0 slots and keeps asking.
+    assert pool.reserve("egnn", "freesolv", study="b") is None
+    assert pool.reserve("egnn", "freesolv", study="b") is None
+    # a (holding 1) still gets the free slot: b could not use it.
+    assert pool.reserve("gin", "freesolv", study="a") is not None
+
+
+def test_fair_share_reports_its_reason() -> None:
+    now = [0.0]
+    pool = TrainerPool(heartbeat_timeout_s=10.0, clock=lambda: now[0])
+    pool.register(_rec("t", slots=2))
+    a1 = pool.reserve("gin", "freesolv", study="a")
+    a2 = pool.reserve("gin", "freesolv", study="a")
+    assert a1 is not None and a2 is not None
+    b = pool.reserve_or_wait("gin", "freesolv", study="b")
+    assert isinstance(b, Waiting) and b.reason is WaitReason.SLOTS_BUSY
+    pool.release("t", a1.token)
+    a = pool.reserve_or_wait("gin", "freesolv", study="a")
+    assert isinstance(a, Waiting) and a.reason is WaitReason.FAIR_SHARE and "(b)" in a.message
