@@ -26,13 +26,21 @@ demo: $(VENV)/.installed
 up: $(VENV)/.installed
 	$(VENV)/bin/molhpo up
 
-# promtool (Debian's prometheus package) checks the services' /metrics in the tests.
-tools:
-	@command -v promtool >/dev/null || { \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
-			|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }; \
-		else echo "promtool is missing: install Debian's prometheus package"; exit 1; fi; }
+# promtool checks the services' /metrics in the tests. No wheel ships it, so without a system
+# copy it is taken out of Debian's prometheus package into the venv: apt-get download and
+# dpkg-deb need no root (a private package list is fetched when the system's has none).
+PROMTOOL_DEB := $(abspath $(VENV))/.promtool-deb
+tools: $(VENV)/.installed
+	@command -v promtool >/dev/null || test -x $(VENV)/bin/promtool || { \
+		command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
+			|| { echo "promtool is missing and this is no Debian machine: put promtool (Prometheus) on PATH"; exit 1; }; \
+		rm -rf $(PROMTOOL_DEB) && mkdir -p $(PROMTOOL_DEB)/lists/partial $(PROMTOOL_DEB)/cache/archives/partial && \
+		cd $(PROMTOOL_DEB) && { apt-get download -qq prometheus 2>/dev/null || { \
+			apt_private="-o Dir::State::Lists=$$PWD/lists -o Dir::Cache=$$PWD/cache -o Debug::NoLocking=1"; \
+			apt-get $$apt_private update -qq && apt-get $$apt_private download -qq prometheus; }; } && \
+		dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/promtool && \
+		install -m 755 usr/bin/promtool $(abspath $(VENV))/bin/promtool && rm -rf $(PROMTOOL_DEB) && \
+		$(VENV)/bin/promtool --version | head -1; }
 
 # The whole suite: lint, types, unit, service and integration tests.
 test: $(VENV)/.installed tools lint typecheck

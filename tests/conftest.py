@@ -1,8 +1,11 @@
-"""Shared fixtures: a real redis-server on a free port, free ports, small study requests."""
+"""Shared fixtures: a real redis-server on a free port, a throwaway PostgreSQL, free ports,
+small study requests."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -10,8 +13,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from throwaway_postgres import PostgresServer
 
 from molhpo.local import find_redis_server, free_port
+
+# Tools the dev extra and `make tools` put beside this Python (promtool, kubectl, hadolint) are
+# found as if the virtual environment were activated; the system's copies still come first.
+_VENV_BIN = str(Path(sys.executable).parent)
+if _VENV_BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = os.pathsep.join(p for p in (os.environ.get("PATH"), _VENV_BIN) if p)
 
 
 @dataclass
@@ -73,6 +83,16 @@ class RedisServer:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the session; tests use distinct key prefixes."""
     server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server of the session's own (never the machine's): a fresh data
+    folder, a free port, deleted at the end. Tests create their own databases on it."""
+    server = PostgresServer()
     server.start()
     yield server
     server.stop()

@@ -1,4 +1,8 @@
-"""The cluster-mode study store: a study on PostgreSQL, read back by optuna-dashboard's API."""
+"""The cluster-mode study store: a study on PostgreSQL, read back by optuna-dashboard's API.
+
+The PostgreSQL is the tests' own throwaway server (conftest ``postgres_server``), never one the
+machine runs.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
-import psycopg2
 import pytest
 from conftest import RedisServer
+from throwaway_postgres import PostgresServer
 
 from molhpo import studyfile
 from molhpo.client import MolhpoClient
@@ -24,27 +27,12 @@ from molhpo.local import LocalStack, free_port
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
 @pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    """A fresh database on the PostgreSQL server at 127.0.0.1:5432 (trust auth)."""
-    name = f"molhpo_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
+def pg_url(postgres_server: PostgresServer) -> str:
+    """A fresh database of this module's on the tests' throwaway PostgreSQL."""
+    return postgres_server.create_database(f"molhpo_test_{uuid.uuid4().hex[:10]}")
 
 
 @pytest.fixture(scope="module")
