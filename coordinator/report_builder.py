@@ -1153,6 +1153,18 @@ def render_markdown(s: Mapping[str, Any]) -> str:
     ds = setup.get("dataset_summary")
     if dataset and isinstance(ds, dict) and ds.get("n_molecules"):
         dataset = f"{dataset}, {ds['n_molecules']} molecules"
+        dropped = {k: v for k, v in (ds.get("invalid_counts") or {}).items() if v}
+        if dropped:
+            words = {
+                "unparsable_smiles": "unparsable SMILES",
+                "missing_target": "missing target",
+                "non_numeric_target": "non-numeric target",
+            }
+            dataset += (
+                " (rows dropped: "
+                + ", ".join(f"{n} {words.get(k, k)}" for k, n in dropped.items())
+                + ")"
+            )
     objective_text = "; ".join(
         f"{o['direction']} {objective_label(str(o['metric']))}" for o in objectives
     )
