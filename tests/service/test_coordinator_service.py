@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +23,7 @@ from coordinator.settings import CoordinatorSettings
 from molhpo import studyfile
 from molhpo.client import MolhpoClient
 from molhpo.errors import AlreadyExists, InvalidArgument, NotFound
+from molhpo.local import wait_for_line
 from molhpo.v1 import common_pb2, study_pb2
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "freesolv_gin.yaml"
@@ -179,7 +185,45 @@ def test_health_serving_and_reflection_lists_services(coordinator: CoordinatorSe
     assert {"molhpo.v1.StudyService", "molhpo.v1.MembershipService"} <= names
 
 
-def test_stop_marks_not_serving(redis_server: RedisServer, key_prefix: str, tmp_path: Path) -> None:
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _watch_until_not_serving(
+    address: str, service: str, stop: Callable[[], None], still_up: Callable[[], bool]
+) -> list[int]:
+    """Watch ``service``'s health, call ``stop`` once it says SERVING, and return the statuses
+    seen until NOT_SERVING. Fails if the server goes away first or if it is already down
+    (``still_up`` false) when NOT_SERVING arrives."""
+    seen: list[int] = []
+    with grpc.insecure_channel(address) as ch:
+        watch = health_pb2_grpc.HealthStub(ch).Watch(
+            health_pb2.HealthCheckRequest(service=service), timeout=60
+        )
+        try:
+            for resp in watch:
+                seen.append(resp.status)
+                if resp.status == SERVING and len(seen) == 1:
+                    stop()
+                elif resp.status == NOT_SERVING:
+                    # Our open Watch holds the server in its grace period: it is still up.
+                    assert still_up(), "NOT_SERVING came only after the server had stopped"
+                    break
+        except grpc.RpcError as err:
+            pytest.fail(
+                f"{service!r}: the watch ended with {err.code()} after {seen}, never NOT_SERVING"
+            )
+        finally:
+            watch.cancel()  # ends the grace period at once
+    return seen
+
+
+@pytest.mark.parametrize("service", ["", "molhpo.v1.StudyService"])
+def test_stop_marks_not_serving(
+    redis_server: RedisServer, key_prefix: str, tmp_path: Path, service: str
+) -> None:
+    """CoordinatorServer.stop (what SIGTERM runs) tells a client watching health NOT_SERVING
+    while the server still answers, before its grace period ends."""
     built = make_server(
         CoordinatorSettings(
             listen="127.0.0.1:0",
@@ -190,16 +234,64 @@ def test_stop_marks_not_serving(redis_server: RedisServer, key_prefix: str, tmp_
         )
     )
     built.start()
-    from coordinator.server import SERVICE_NAMES
-    from molhpo import grpc_util
-
-    grpc_util.mark_not_serving(built.health, SERVICE_NAMES)
-    with grpc.insecure_channel(f"127.0.0.1:{built.port}") as ch:
-        resp = health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service="molhpo.v1.StudyService"), timeout=5
+    stopper = threading.Thread(target=built.stop, kwargs={"grace_s": 30.0})
+    try:
+        seen = _watch_until_not_serving(
+            f"127.0.0.1:{built.port}", service, stopper.start, stopper.is_alive
         )
-    assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
-    built.stop(grace_s=0)
+    finally:
+        if stopper.ident is None:  # never got as far as stopping
+            built.stop(grace_s=0)
+        else:
+            stopper.join(60)
+    assert seen == [SERVING, NOT_SERVING]
+    assert not stopper.is_alive()
+
+
+def test_sigterm_marks_not_serving_before_the_process_exits(
+    redis_server: RedisServer, key_prefix: str, tmp_path: Path
+) -> None:
+    """A real coordinator process: SIGTERM turns health to NOT_SERVING for a watching client,
+    and the process exits cleanly once its last call ended."""
+    log_path = tmp_path / "coordinator.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MOLHPO_COORDINATOR_GRACE_S": "30"}
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "molhpo",
+                "coordinator",
+                "--listen",
+                "127.0.0.1:0",
+                "--redis-url",
+                redis_server.url,
+                "--key-prefix",
+                key_prefix,
+                "--state-dir",
+                str(tmp_path),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=tmp_path,
+        )
+    try:
+        line = wait_for_line(log_path, "coordinator listening on", proc, 120)
+        address = line.rsplit(" ", 1)[-1]
+        seen = _watch_until_not_serving(
+            address,
+            "",
+            lambda: proc.send_signal(signal.SIGTERM),
+            lambda: proc.poll() is None,
+        )
+        assert seen == [SERVING, NOT_SERVING]
+        assert proc.wait(60) == 0, log_path.read_text(errors="replace")[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def test_trainer_silent_past_its_heartbeat_timeout_is_forgotten(
