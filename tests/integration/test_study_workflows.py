@@ -74,6 +74,8 @@ def wait_all(client: MolhpoClient, names: list[str]) -> dict[str, study_pb2.Stud
 def test_every_sampler_and_pruner_runs_a_study_with_others_sharing_the_pool(
     client: MolhpoClient,
 ) -> None:
+    """Thirteen studies at once on four slots all complete; how fairly they share the slots is
+    checked in test_pool_sharing.py."""
     names = []
     for s in SAMPLERS:
         extra: dict[str, Any] = {"sampler": {"name": s}}
