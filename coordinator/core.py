@@ -6,6 +6,7 @@ the TrialReports it reads from Redis and the TrialSpecs it hands to trainers.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -63,7 +64,7 @@ from molhpo.errors import (
 from storage import decisions
 from storage.decisions import Decision
 from storage.keys import RedisKeys
-from storage.owned_cache import OwnedStudyStorage
+from storage.owned_cache import Hold, OwnedStudyStorage
 from storage.reports import ReportReader
 from trainer import catalogue
 
@@ -124,9 +125,12 @@ class Coordinator:
         self._max_attempts = max_attempts
         self.dataset_roots = tuple(dataset_roots)
         self.artifact_root = artifact_root
+        # Trials whose write the store refused for good (recorded there as FAIL), told by the
+        # store's writer thread; the report consumer ends them in their runners.
+        self._lost_writes: collections.deque[tuple[int, str]] = collections.deque()
         # This process is the only writer of the studies it runs: their trials stay in memory.
         self.storage: optuna.storages.BaseStorage = (
-            OwnedStudyStorage(storage)
+            OwnedStudyStorage(storage, on_write_lost=self._write_lost)
             if isinstance(storage, optuna.storages.RDBStorage)
             else storage
         )
@@ -684,9 +688,9 @@ class Coordinator:
     def _consume_reports(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
+            self._end_lost_trials()
             try:
                 entries = self._reader.read(count=256, block_ms=200)
-                backoff = 0.1
             except redis.RedisError as err:
                 log.warning("report stream unreadable (%s); retrying in %.1fs", err, backoff)
                 self._stop.wait(backoff)
@@ -694,11 +698,23 @@ class Coordinator:
                 continue
             try:
                 self._handle_batch([entry.report for entry in entries])
-            except (redis.RedisError, optuna.exceptions.StorageInternalError) as err:
-                # Nothing is acknowledged: the reports come back and are handled again.
-                log.warning("could not handle %d reports (%s); retrying", len(entries), err)
+            except Exception as err:  # never acknowledged: read again and handled again
+                if isinstance(err, redis.RedisError | optuna.exceptions.StorageInternalError):
+                    log.warning(
+                        "could not handle %d reports (%s); again in %.1fs",
+                        len(entries),
+                        err,
+                        backoff,
+                    )
+                else:
+                    log.exception(
+                        "could not handle %d reports; again in %.1fs", len(entries), backoff
+                    )
+                self._reader.rewind()
                 self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
                 continue
+            backoff = 0.1
             done = [entry.entry_id for entry in entries]
             if isinstance(self.storage, OwnedStudyStorage):
                 # Acknowledged once the writes they caused are stored.
@@ -714,30 +730,57 @@ class Coordinator:
                 # Unacknowledged entries come back; handling them again is harmless.
                 log.warning("could not acknowledge %d reports: %s", len(done), err)
 
+    def _write_lost(self, trial_id: int, reason: str) -> None:
+        """The store's writer gave up a write of a trial and recorded the trial as FAIL (on
+        the writer thread, which must not wait for a runner: handed to the consumer)."""
+        self._lost_writes.append((trial_id, reason))
+
+    def _end_lost_trials(self) -> None:
+        """Trials the store holds as failed for a refused write stop running here too."""
+        while self._lost_writes:
+            trial_id, reason = self._lost_writes.popleft()
+            if not any(r.on_store_failure(trial_id, reason) for r in self.runners()):
+                log.warning(
+                    "trial id %d failed in the store (%s); no study runs it", trial_id, reason
+                )
+
     def _handle_batch(self, reports: list[object]) -> None:
         """Handle a batch of reports: first every epoch report, in order, its decision published
         with a few others in one round trip; then the trials' results. A trial's result always
-        follows its epochs in the stream, so its epochs are recorded before it ends. The store
-        writes go through the store's writer thread, in the order they were made."""
+        follows its epochs in the stream, so its epochs are recorded before it ends.
+
+        The store writes go through the store's writer thread, in the order they were made;
+        the writes an epoch's decision caused are queued only once Redis took the decision (a
+        trainer never waits on a decision the store has and Redis lacks). When Redis fails, the
+        writes still held are dropped and undone, and the error ends the batch: nothing of it
+        is acknowledged, and it is handled afresh."""
         pending: list[tuple[int, int, Decision]] = []
 
-        def publish() -> None:
+        def publish(hold: Hold | None) -> None:
             decisions.publish_many(self.redis, self.keys, pending)
             pending.clear()
+            if hold is not None:
+                hold.release()
 
         deferring = (
             self.storage.deferring()
             if isinstance(self.storage, OwnedStudyStorage)
             else contextlib.nullcontext()
         )
+        holding: contextlib.AbstractContextManager[Hold | None] = (
+            self.storage.holding()
+            if isinstance(self.storage, OwnedStudyStorage)
+            else contextlib.nullcontext(None)
+        )
         epochs = [r for r in reports if _is_epoch(r)]
         others = [r for r in reports if not _is_epoch(r)]
         with deferring:
-            for report in epochs:
-                self._handle(report, lambda t, s, d: pending.append((t, s, d)))
-                if len(pending) >= _PUBLISH_EVERY:
-                    publish()
-            publish()
+            with holding as hold:
+                for report in epochs:
+                    self._handle(report, lambda t, s, d: pending.append((t, s, d)))
+                    if len(pending) >= _PUBLISH_EVERY:
+                        publish(hold)
+                publish(hold)
             for report in others:
                 self._handle(report)
 
@@ -771,6 +814,12 @@ class Coordinator:
                     self.pool.note_success(report.trainer_id)
             else:
                 self.metrics.reports.labels("undecodable").inc()
+        except (redis.RedisError, optuna.exceptions.StorageInternalError):
+            raise  # Redis or the store is away: the whole batch is handled again
+        except optuna.exceptions.UpdateFinishedTrialError as err:
+            # The trial ended meanwhile by another path (its lease, a refused store write).
+            log.info("report of trial %d after its end: %s", report.trial_number, err)
+            self.metrics.reports.labels("stale").inc()
         except Exception:  # one bad report must not stop the consumer; it is logged and counted
             log.exception("could not handle a report of trial %d", report.trial_number)
             self.metrics.reports.labels("error").inc()

@@ -573,6 +573,25 @@ class StudyRunner:
         with self._lock:
             return trial_id in self._running
 
+    def on_store_failure(self, trial_id: int, reason: str) -> bool:
+        """The store refused a write of a running trial for good and holds the trial as FAIL
+        with ``reason``: stop it on its trainer and free its slot; False if not ours."""
+        with self._lock:
+            rt = self._running.pop(trial_id, None)
+            if rt is None:
+                return False
+            for i, waiting in enumerate(self._retry):
+                if waiting is rt:
+                    del self._retry[i]
+                    break
+            self.finished_counts["fail"] += 1
+        self._cancel(rt, reason)
+        self._release(rt)
+        self._metrics.trials_finished.labels("fail").inc()
+        self.events.append(EventKind.TRIAL_FAILED, rt.number, message=f"store: {reason}")
+        self._wake.set()
+        return True
+
     # ---- endings ---------------------------------------------------------------------------
 
     def _release(self, rt: RunningTrial) -> None:

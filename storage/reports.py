@@ -47,12 +47,25 @@ class ReportReader:
         self._client = client
         self._keys = keys
         self._consumer = consumer
-        # Entries delivered to this consumer before a restart are read first ("0"), then new
-        # ones (">").
-        self._pending_first = True
+        # Entries delivered to this consumer and not acknowledged (before a restart, or in a
+        # batch that could not be handled) are read first, from after this id; None: only
+        # new ones (">").
+        self._cursor: str | None = "0"
 
     def ensure_group(self) -> None:
-        """Create the stream and its consumer group if they do not exist yet."""
+        """Create the stream and its consumer group if they do not exist yet.
+
+        Looked up first: a Redis that refuses writes (at maxmemory) still lets a coordinator
+        start, read and acknowledge, which frees memory."""
+        try:
+            groups: Any = self._client.xinfo_groups(self._keys.reports)
+        except redis.ResponseError:
+            groups = []  # no stream yet
+        wanted = self._keys.report_group
+        for group in groups:
+            name = group.get("name", b"")
+            if (name.decode() if isinstance(name, bytes) else str(name)) == wanted:
+                return
         try:
             self._client.xgroup_create(
                 self._keys.reports, self._keys.report_group, id="0", mkstream=True
@@ -62,13 +75,20 @@ class ReportReader:
                 raise
 
     def read(self, count: int = 256, block_ms: int = 100) -> list[StreamEntry]:
-        """Up to ``count`` entries, waiting at most ``block_ms`` for new ones."""
-        if self._pending_first:
-            entries = self._read("0", count, None)
+        """Up to ``count`` entries, waiting at most ``block_ms`` for new ones: first those
+        delivered before and not acknowledged (oldest first, each once), then new ones."""
+        if self._cursor is not None:
+            entries = self._read(self._cursor, count, None)
             if entries:
+                self._cursor = entries[-1].entry_id
                 return entries
-            self._pending_first = False
+            self._cursor = None
         return self._read(">", count, block_ms)
+
+    def rewind(self) -> None:
+        """Read the unacknowledged entries again, from the oldest: a batch could not be
+        handled, and its entries must be handled again before anything newer is read."""
+        self._cursor = "0"
 
     def _read(self, start: str, count: int, block_ms: int | None) -> list[StreamEntry]:
         try:
