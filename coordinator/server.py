@@ -17,11 +17,12 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.service import MembershipServicer, PredictServicer, StudyServicer
 from coordinator.settings import CoordinatorSettings
 from coordinator.trainer_client import TrainerClient
-from molhpo import grpc_util, security
+from molhpo import grpc_util, security, startup_checks
+from molhpo.errors import MolhpoError, Unavailable
 from molhpo.v1 import study_pb2, study_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from storage.keys import RedisKeys
-from storage.redis_conn import connect
-from storage.study_store import create_storage, default_url
+from storage.redis_conn import check_reachable, connect
+from storage.study_store import check_storage, create_storage, default_url
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,43 @@ def trainer_client(settings: CoordinatorSettings) -> TrainerClient:
     )
 
 
+def check_settings(settings: CoordinatorSettings) -> None:
+    """What the settings need from the machine, checked before anything starts: folders
+    writable, dataset roots present, listen and metrics ports free, Redis answering, the
+    study store open. A failure raises a MolhpoError of one line naming the setting, its flag
+    and environment variable, the value and the fix."""
+    cls = CoordinatorSettings
+    for name, folder in (
+        ("state_dir", settings.state_dir),
+        ("artifact_dir", settings.artifact_dir),
+    ):
+        problem = startup_checks.folder_problem(Path(folder), create=True) if folder else None
+        if problem:
+            raise startup_checks.setting_error(cls, name, folder, problem)
+    problem = startup_checks.dataset_roots_problem(settings.dataset_root_paths)
+    if problem:
+        raise startup_checks.setting_error(cls, "dataset_roots", settings.dataset_roots, problem)
+    host, port = startup_checks.split_address(settings.listen)
+    problem = startup_checks.listen_problem(host, port)
+    if problem:
+        raise startup_checks.setting_error(cls, "listen", settings.listen, problem)
+    if settings.metrics_port >= 0:
+        problem = startup_checks.listen_problem(settings.metrics_host, settings.metrics_port)
+        if problem:
+            name = "metrics_port" if "in use" in problem else "metrics_host"
+            value = getattr(settings, name)
+            raise startup_checks.setting_error(cls, name, value, problem)
+    try:
+        check_reachable(connect(settings.redis_url), settings.redis_url)
+    except MolhpoError as err:
+        raise type(err)(f"{startup_checks.setting_name(cls, 'redis_url')}: {err}") from None
+    try:
+        check_storage(settings.storage_url or default_url(settings.state_dir))
+    except MolhpoError as err:
+        where = "storage_url" if settings.storage_url else "state_dir"
+        raise type(err)(f"{startup_checks.setting_name(cls, where)}: {err}") from None
+
+
 def make_server(settings: CoordinatorSettings) -> CoordinatorServer:
     """Build the coordinator (bound, not started) so tests can listen on port 0.
 
@@ -165,7 +203,15 @@ def make_server(settings: CoordinatorSettings) -> CoordinatorServer:
         server,
     )
     health_servicer = grpc_util.add_health_and_reflection(server, SERVICE_NAMES)
-    port = grpc_util.bind(server, settings.listen, credentials)
+    try:
+        port = grpc_util.bind(server, settings.listen, credentials)
+    except (OSError, RuntimeError) as err:
+        raise startup_checks.setting_error(
+            CoordinatorSettings,
+            "listen",
+            settings.listen,
+            f"cannot listen there ({err}); choose a free port on an address of this machine",
+        ) from None
     return CoordinatorServer(server, port, core, health_servicer, metrics, settings)
 
 
@@ -175,11 +221,22 @@ def serve(settings: CoordinatorSettings) -> None:
     # the sampler's CPU-bound ask. Python's default 5 ms switch interval would add up to 5 ms
     # per round trip to every pruning decision.
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
+    check_settings(settings)
     built = make_server(settings)
     if settings.metrics_port >= 0:
-        httpd, _thread = start_http_server(
-            settings.metrics_port, settings.metrics_host, registry=built.metrics.registry
-        )
+        try:
+            httpd, _thread = start_http_server(
+                settings.metrics_port, settings.metrics_host, registry=built.metrics.registry
+            )
+        except OSError as err:
+            raise startup_checks.setting_error(
+                CoordinatorSettings,
+                "metrics_port",
+                settings.metrics_port,
+                f"cannot serve /metrics on {settings.metrics_host} ({err.strerror or err}); "
+                "choose a free port (0: any, -1: off)",
+                Unavailable,
+            ) from None
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, httpd.server_address[1])
         print(
             f"metrics http://{settings.metrics_host}:{httpd.server_address[1]}/metrics", flush=True

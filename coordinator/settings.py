@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from molhpo.startup_checks import split_address
 
 
 class CoordinatorSettings(BaseSettings):
@@ -24,8 +26,10 @@ class CoordinatorSettings(BaseSettings):
         "power (SQLite WAL with synchronous=NORMAL; PostgreSQL synchronous_commit=off)",
     )
     state_dir: Path = Field(Path(".molhpo"), description="local state (SQLite store, logs)")
-    key_prefix: str = Field("molhpo", description="prefix of every Redis key")
-    metrics_port: int = Field(0, description="Prometheus /metrics port (0: any free; -1: off)")
+    key_prefix: str = Field("molhpo", min_length=1, description="prefix of every Redis key")
+    metrics_port: int = Field(
+        0, ge=-1, le=65535, description="Prometheus /metrics port (0: any free; -1: off)"
+    )
     metrics_host: str = Field("127.0.0.1", description="address /metrics listens on")
     heartbeat_interval_s: float = Field(
         2.0, gt=0, description="trainers send heartbeats this often"
@@ -87,6 +91,12 @@ class CoordinatorSettings(BaseSettings):
     rate_limit_burst: int = Field(
         50, ge=1, description="calls a client host may make at once before rate_limit_per_s bites"
     )
+
+    @field_validator("listen")
+    @classmethod
+    def _is_address(cls, value: str) -> str:
+        split_address(value)
+        return value
 
     @property
     def dataset_root_paths(self) -> tuple[Path, ...]:

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_settings import BaseSettings
 from rich.console import Console
+from rich.markup import escape
 
-from molhpo import report
+from molhpo import report, startup_checks
 from molhpo.errors import InvalidArgument, MolhpoError
 
 if TYPE_CHECKING:
@@ -53,14 +55,25 @@ def _add_settings_flags(
         )
 
 
-def _settings(model: type[BaseModel], args: argparse.Namespace) -> Any:
+def _settings(model: type[BaseSettings], args: argparse.Namespace) -> Any:
+    """The settings from the flags given, else the environment, else the defaults; a bad value
+    exits with one line naming the setting, its flag and environment variable, the value and
+    the rule."""
     given = {k: v for k, v in vars(args).items() if k in model.model_fields and v is not None}
     try:
         return model(**given)
     except ValidationError as err:
         first = err.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else ""
+        if name not in model.model_fields:
+            raise SystemExit(f"error: {first['msg']}") from None
+        value = first.get("input")
+        if model.model_fields[name].annotation is SecretStr:
+            value = "***"
+        rule = first["msg"].removeprefix("Value error, ")
+        rule = rule[:1].lower() + rule[1:]
         raise SystemExit(
-            f"error: --{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}"
+            f"error: {startup_checks.setting_name(model, name)} = {str(value)!r}: {rule}"
         ) from None
 
 
@@ -142,21 +155,61 @@ def _logging(level: str = "INFO") -> None:
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
-    from coordinator.server import serve
     from coordinator.settings import CoordinatorSettings
 
+    # Settings first: a bad value is refused before the service's heavy imports.
+    settings = _settings(CoordinatorSettings, args)
+    from coordinator.server import serve
+
     _logging()
-    serve(_settings(CoordinatorSettings, args))
+    serve(settings)
     return 0
 
 
 def cmd_trainer(args: argparse.Namespace) -> int:
-    from trainer.server import serve
     from trainer.settings import TrainerSettings
 
+    settings = _settings(TrainerSettings, args)
+    from trainer.server import serve
+
     _logging()
-    serve(_settings(TrainerSettings, args))
+    serve(settings)
     return 0
+
+
+def check_up_flags(args: argparse.Namespace) -> None:
+    """``molhpo up``'s flags checked before any process starts, so a bad one fails with one
+    line naming the flag, the value and the fix instead of a child's log."""
+    from storage.redis_conn import check_reachable, connect
+    from storage.study_store import check_storage
+
+    def bad(flag: str, value: object, problem: str) -> InvalidArgument:
+        return InvalidArgument(f"{flag} {str(value)!r}: {problem}")
+
+    if args.trainers < 1:
+        raise bad("--trainers", args.trainers, "must be at least 1")
+    if args.slots < 1:
+        raise bad("--slots", args.slots, "must be at least 1")
+    problem = startup_checks.folder_problem(Path(args.state_dir), create=True)
+    if problem:
+        raise bad("--state-dir", args.state_dir, problem)
+    try:
+        host, port = startup_checks.split_address(args.listen)
+    except ValueError as err:
+        raise bad("--listen", args.listen, str(err)) from None
+    problem = startup_checks.listen_problem(host, port)
+    if problem:
+        raise bad("--listen", args.listen, problem)
+    checks = (
+        ("--redis-url", lambda url: check_reachable(connect(url), url), args.redis_url),
+        ("--storage-url", check_storage, args.storage_url),
+    )
+    for flag, check, url in checks:
+        try:
+            if url:
+                check(url)
+        except MolhpoError as err:
+            raise type(err)(f"{flag}: {err}") from None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -165,6 +218,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from molhpo.local import LocalStack
 
+    check_up_flags(args)
     stack = LocalStack(
         state_dir=Path(args.state_dir),
         n_trainers=args.trainers,
@@ -510,7 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except MolhpoError as err:
-        err_console.print(f"[red]error[/red] ({err.code.name}): {err}")
+        # One line, however long: a message is never wrapped or read as markup.
+        err_console.print(f"[red]error[/red] ({err.code.name}): {escape(str(err))}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -60,12 +60,21 @@ def wait_for_line(path: Path, needle: str, proc: subprocess.Popen[bytes], timeou
                 if needle in line:
                     return line
         if proc.poll() is not None:
-            tail = path.read_text(errors="replace")[-2000:] if path.exists() else ""
+            text = path.read_text(errors="replace") if path.exists() else ""
             raise Unavailable(
-                f"{path.stem} exited with code {proc.returncode} before it was ready:\n{tail}"
+                f"{path.stem} exited with code {proc.returncode} before it was ready: "
+                f"{last_words(text)} (log: {path})"
             )
         time.sleep(0.1)
     raise Unavailable(f"timed out after {timeout_s:.0f}s waiting for {needle!r} in {path}")
+
+
+def last_words(log: str) -> str:
+    """What a child that stopped at start-up said last: its last ``error`` line (molhpo's
+    services say what was wrong in one), else its last line."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error")]
+    return (errors or lines or ["(no output)"])[-1]
 
 
 @dataclass

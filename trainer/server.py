@@ -12,12 +12,12 @@ import grpc
 from grpc_health.v1 import health
 from prometheus_client import start_http_server
 
-from molhpo import grpc_util, security
-from molhpo.errors import InvalidArgument
+from molhpo import grpc_util, security, startup_checks
+from molhpo.errors import InvalidArgument, MolhpoError, Unavailable
 from molhpo.v1 import trainer_pb2, trainer_pb2_grpc
 from storage.artifacts import ArtifactStore
 from storage.keys import RedisKeys
-from storage.redis_conn import connect
+from storage.redis_conn import check_reachable, connect
 from trainer import catalogue
 from trainer.datasets.user import USER_FORMATS
 from trainer.featurize import set_disk_cache
@@ -72,6 +72,56 @@ def security_interceptors(settings: TrainerSettings) -> list[grpc.ServerIntercep
         "on" if tokens else "off",
     )
     return interceptors
+
+
+def check_settings(settings: TrainerSettings) -> None:
+    """What the settings need from the machine, checked before anything starts: folders
+    writable, dataset roots present, the device there, listen and metrics ports free, Redis
+    answering. A failure raises a MolhpoError of one line naming the setting, its flag and
+    environment variable, the value and the fix. The coordinator may come up later: the
+    trainer keeps trying to register, so its address is not checked here."""
+    cls = TrainerSettings
+    for name in ("artifact_dir", "cache_dir"):
+        folder = getattr(settings, name)
+        problem = startup_checks.folder_problem(Path(folder), create=True) if folder else None
+        if problem:
+            raise startup_checks.setting_error(cls, name, folder, problem)
+    problem = startup_checks.dataset_roots_problem(settings.dataset_root_paths)
+    if problem:
+        raise startup_checks.setting_error(cls, "dataset_roots", settings.dataset_roots, problem)
+    problem = device_problem(settings.device)
+    if problem:
+        raise startup_checks.setting_error(cls, "device", settings.device, problem)
+    host, port = startup_checks.split_address(settings.listen)
+    problem = startup_checks.listen_problem(host, port)
+    if problem:
+        raise startup_checks.setting_error(cls, "listen", settings.listen, problem)
+    if settings.metrics_port >= 0:
+        problem = startup_checks.listen_problem(settings.metrics_host, settings.metrics_port)
+        if problem:
+            name = "metrics_port" if "in use" in problem else "metrics_host"
+            raise startup_checks.setting_error(cls, name, getattr(settings, name), problem)
+    try:
+        check_reachable(connect(settings.redis_url), settings.redis_url)
+    except MolhpoError as err:
+        raise type(err)(f"{startup_checks.setting_name(cls, 'redis_url')}: {err}") from None
+
+
+def device_problem(setting: str) -> str | None:
+    """Why trials cannot run on the ``device`` setting here, with the fix; None when they can."""
+    if not setting.startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible to this process; use auto or cpu, or run where a GPU is"
+    index = int(setting.split(":")[1]) if ":" in setting else 0
+    if index >= torch.cuda.device_count():
+        return (
+            f"this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0; "
+            "choose one of them"
+        )
+    return None
 
 
 def describe_device(setting: str) -> str:
@@ -156,7 +206,15 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
         ],
         max_message_bytes=settings.max_message_bytes,
     )
-    port = grpc_util.bind(server, settings.listen, credentials)
+    try:
+        port = grpc_util.bind(server, settings.listen, credentials)
+    except (OSError, RuntimeError) as err:
+        raise startup_checks.setting_error(
+            TrainerSettings,
+            "listen",
+            settings.listen,
+            f"cannot listen there ({err}); choose a free port on an address of this machine",
+        ) from None
     address = settings.advertise or f"{settings.listen.rsplit(':', 1)[0]}:{port}"
     device = describe_device(settings.device)
 
@@ -190,11 +248,22 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
 
 def serve(settings: TrainerSettings) -> None:
     """Run the trainer until SIGTERM/SIGINT."""
+    check_settings(settings)
     built = make_server(settings)
     if settings.metrics_port >= 0:
-        httpd, _thread = start_http_server(
-            settings.metrics_port, settings.metrics_host, registry=built.metrics.registry
-        )
+        try:
+            httpd, _thread = start_http_server(
+                settings.metrics_port, settings.metrics_host, registry=built.metrics.registry
+            )
+        except OSError as err:
+            raise startup_checks.setting_error(
+                TrainerSettings,
+                "metrics_port",
+                settings.metrics_port,
+                f"cannot serve /metrics on {settings.metrics_host} ({err.strerror or err}); "
+                "choose a free port (0: any, -1: off)",
+                Unavailable,
+            ) from None
         print(
             f"metrics http://{settings.metrics_host}:{httpd.server_address[1]}/metrics", flush=True
         )

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from molhpo.startup_checks import split_address
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 class TrainerSettings(BaseSettings):
@@ -18,12 +23,14 @@ class TrainerSettings(BaseSettings):
     advertise: str = Field("", description="address the coordinator dials; empty: the bound one")
     coordinator: str = Field("127.0.0.1:50051", description="coordinator address to register at")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for reports/decisions")
-    key_prefix: str = Field("molhpo", description="prefix of every Redis key")
+    key_prefix: str = Field("molhpo", min_length=1, description="prefix of every Redis key")
     slots: int = Field(1, ge=1, le=256, description="trials run at once")
     trainer_id: str = Field("", description="stable id; empty: hostname-pid")
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:N")
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0: cores / slots")
-    metrics_port: int = Field(0, description="Prometheus /metrics port (0: any free; -1: off)")
+    metrics_port: int = Field(
+        0, ge=-1, le=65535, description="Prometheus /metrics port (0: any free; -1: off)"
+    )
     metrics_host: str = Field("127.0.0.1", description="address /metrics listens on")
     artifact_dir: str = Field(
         ".molhpo/artifacts",
@@ -67,6 +74,26 @@ class TrainerSettings(BaseSettings):
         description="secret the coordinator must send, sent when registering; a,b: send a, "
         "accept both (empty: none)",
     )
+
+    @field_validator("listen", "coordinator")
+    @classmethod
+    def _is_address(cls, value: str) -> str:
+        split_address(value)
+        return value
+
+    @field_validator("advertise")
+    @classmethod
+    def _is_address_or_empty(cls, value: str) -> str:
+        if value:
+            split_address(value)
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _is_device(cls, value: str) -> str:
+        if not _DEVICE.fullmatch(value):
+            raise ValueError("must be auto, cpu, cuda or cuda:N (N: the GPU's index)")
+        return value
 
     @property
     def dataset_root_paths(self) -> tuple[Path, ...]:
