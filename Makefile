@@ -31,7 +31,7 @@ up: $(VENV)/.installed
 # dpkg-deb need no root (a private package list is fetched when the system's has none).
 PROMTOOL_DEB := $(abspath $(VENV))/.promtool-deb
 tools: $(VENV)/.installed
-	@command -v promtool >/dev/null || test -x $(VENV)/bin/promtool || { \
+	@promtool --version >/dev/null 2>&1 || $(VENV)/bin/promtool --version >/dev/null 2>&1 || { \
 		command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
 			|| { echo "promtool is missing and this is no Debian machine: put promtool (Prometheus) on PATH"; exit 1; }; \
 		rm -rf $(PROMTOOL_DEB) && mkdir -p $(PROMTOOL_DEB)/lists/partial $(PROMTOOL_DEB)/cache/archives/partial && \

