@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from trainer.settings import TrainerSettings
 from trainer.worker import TrialWorker
 
 log = logging.getLogger(__name__)
+
+# Buffered reports get at least this long to go out on shutdown, even after a long join.
+_MIN_FLUSH_S = 1.0
 
 TRAINER_SERVICE = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
 SERVICE_NAMES = [TRAINER_SERVICE]
@@ -155,14 +159,22 @@ class TrainerServer:
         self.membership.start()
 
     def stop(self, grace_s: float | None = None) -> None:
-        """NOT_SERVING, leave the pool, cancel running trials, stop the server."""
+        """NOT_SERVING, leave the pool, cancel running trials, send the reports still waiting
+        for Redis, stop the server."""
         grpc_util.mark_not_serving(self.health, SERVICE_NAMES)
         self.membership.stop()
         # Running trials stop after their epoch, save their state and go back to the
         # coordinator ("drained"), which dispatches them again elsewhere to resume.
         self.worker.cancel_all("trainer shutting down", "drained")
         grace = self.settings.grace_s if grace_s is None else grace_s
+        deadline = time.monotonic() + grace
         self.worker.join(grace)
+        # Results (and epochs) buffered while Redis is away go out before the process ends:
+        # retried within what is left of the grace period, at least one short try.
+        waiting = self.worker.reports_waiting()
+        if waiting:
+            log.info("sending %d reports that wait for Redis before stopping", waiting)
+        self.worker.close(max(deadline - time.monotonic(), _MIN_FLUSH_S))
         self.server.stop(grace).wait()
 
 

@@ -148,6 +148,29 @@ class TrialWorker:
         for t in threads:
             t.join(max(deadline - time.monotonic(), 0.0))
 
+    def reports_waiting(self) -> int:
+        """Reports buffered while Redis is away."""
+        return self._outbox.pending()
+
+    def close(self, timeout_s: float) -> bool:
+        """Send the reports that wait for Redis, for at most ``timeout_s`` (on shutdown, after
+        ``join``); True when every one went out. A result that could not is logged by trial:
+        the coordinator runs that trial again once its lease runs out."""
+        left = self._outbox.close(timeout_s)
+        for rep in left:
+            if rep.WhichOneof("body") == "result":
+                log.error(
+                    "the result of trial %d (study %s, attempt %d) could not reach Redis "
+                    "before shutdown; the coordinator runs it again when its lease runs out",
+                    rep.trial_number,
+                    rep.study_name,
+                    rep.attempt,
+                )
+        epochs = sum(1 for rep in left if rep.WhichOneof("body") == "epoch")
+        if epochs:
+            log.warning("%d epoch reports could not reach Redis before shutdown", epochs)
+        return not left
+
     # ---- one trial -------------------------------------------------------------------------
 
     def _run(self, run: _Running) -> None:
