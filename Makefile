@@ -40,7 +40,7 @@ tools: $(VENV)/.installed
 			apt-get $$apt_private update -qq && apt-get $$apt_private download -qq prometheus; }; } && \
 		dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/promtool && \
 		install -m 755 usr/bin/promtool $(abspath $(VENV))/bin/promtool && rm -rf $(PROMTOOL_DEB) && \
-		$(VENV)/bin/promtool --version | head -1; }
+		$(abspath $(VENV))/bin/promtool --version | head -1; }
 
 # The whole suite: lint, types, unit, service and integration tests.
 test: $(VENV)/.installed tools lint typecheck
