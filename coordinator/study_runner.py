@@ -119,7 +119,9 @@ class StudyRunner:
         # Counts of this runner's finished trials and its best value, for metrics.
         self.finished_counts: dict[str, int] = {"complete": 0, "pruned": 0, "fail": 0}
         self.best_value: float | None = None
-        self._sequence = 0
+        # Decision sequence numbers go on from the study's last one (a resumed or restarted
+        # study), so they stay unique across every runner the study has had.
+        self._sequence = last_decision_seq(study.get_trials(deepcopy=False))
         self._stop_requested = False
         self.state = StudyState.RUNNING
         self.message = ""
@@ -699,6 +701,18 @@ class StudyRunner:
         except Exception:  # the store itself failed; the in-memory state still tells
             log.exception("could not record the end of study %s", self.spec.name)
         self.events.append(EventKind.STUDY_FINISHED, message=message)
+
+
+def last_decision_seq(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+    """The highest decision sequence number the trials' decision logs hold (0: none)."""
+    last = 0
+    for t in trials:
+        for key, value in t.system_attrs.items():
+            if key.startswith(ATTR_DECISION) and isinstance(value, dict):
+                seq = value.get("seq")
+                if isinstance(seq, int) and seq > last:
+                    last = seq
+    return last
 
 
 def _attempt_attrs(rt: RunningTrial) -> dict[str, object]:
