@@ -150,6 +150,7 @@ def spec_from_proto(req: study_pb2.StartStudyRequest) -> StudySpec:
         ),
         n_trials=req.budget.n_trials,
         max_epochs=req.budget.max_epochs,
+        checkpoint_every=req.budget.checkpoint_every,
         timeout_seconds=req.budget.timeout_seconds,
         parallelism=req.parallelism or 1,
         seed=req.seed,
@@ -226,7 +227,10 @@ def spec_to_proto(spec: StudySpec) -> study_pb2.StartStudyRequest:
             name=spec.pruner.name, options=dict_to_struct(spec.pruner.options)
         ),
         budget=common_pb2.Budget(
-            n_trials=spec.n_trials, max_epochs=spec.max_epochs, timeout_seconds=spec.timeout_seconds
+            n_trials=spec.n_trials,
+            max_epochs=spec.max_epochs,
+            timeout_seconds=spec.timeout_seconds,
+            checkpoint_every=spec.checkpoint_every,
         ),
         parallelism=spec.parallelism,
         seed=spec.seed,

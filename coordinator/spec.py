@@ -23,6 +23,8 @@ SPLITS = ("given", "random", "scaffold")
 MAX_PARALLELISM = 1024
 MAX_TRIALS = 1_000_000
 MAX_EPOCHS = 100_000
+# The trainers' interval between resume states when a study sets none (checkpoint_every 0).
+DEFAULT_CHECKPOINT_EVERY = 5
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,9 @@ class StudySpec:
     keep_checkpoints: int = 1
     return_test_predictions: bool = False
     request_id: str = ""
+    checkpoint_every: int = 0
+    """Trainers save the state a re-dispatched trial resumes from every this many epochs
+    (0: every DEFAULT_CHECKPOINT_EVERY)."""
 
     @property
     def objectives(self) -> tuple[ObjectiveSpec, ...]:
@@ -208,6 +213,12 @@ def validate(spec: StudySpec) -> None:
     if not 0 < spec.max_epochs <= MAX_EPOCHS:
         raise InvalidArgument(
             f"budget.max_epochs: is {spec.max_epochs}, but must be 1..{MAX_EPOCHS}"
+        )
+    if not 0 <= spec.checkpoint_every <= spec.max_epochs:
+        raise InvalidArgument(
+            f"budget.checkpoint_every: is {spec.checkpoint_every}, but must be 0..max_epochs "
+            f"(0..{spec.max_epochs}); save the resume state every 1..{spec.max_epochs} epochs, "
+            f"or give 0 for every {DEFAULT_CHECKPOINT_EVERY}"
         )
     if not (math.isfinite(spec.timeout_seconds) and spec.timeout_seconds >= 0):
         raise InvalidArgument(

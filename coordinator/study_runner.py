@@ -411,6 +411,7 @@ class StudyRunner:
                 ),
             ),
             keep_checkpoints=s.keep_checkpoints,
+            checkpoint_every=s.checkpoint_every,
             return_test_predictions=s.return_test_predictions,
             decision_timeout_seconds=(0.0 if s.pruner.name == "none" else self._decision_timeout),
         )

@@ -16,9 +16,12 @@ A study file says the same as StartStudyRequest, in a friendlier shape:
     objective: {metric: rmse, direction: minimize}
     sampler: {name: tpe, options: {n_startup_trials: 8}}
     pruner: {name: hyperband, options: {reduction_factor: 3}}
-    budget: {n_trials: 24, max_epochs: 64, timeout_seconds: 0}
+    budget: {n_trials: 24, max_epochs: 64, timeout_seconds: 0, checkpoint_every: 5}
     parallelism: 2
     seed: 0
+
+``budget.checkpoint_every`` is how often (in epochs) trainers save the state a trial
+dispatched again resumes from (0 or absent: every 5; at most ``max_epochs``).
 
 Files are read with ``yaml.safe_load`` (no arbitrary objects).
 """
