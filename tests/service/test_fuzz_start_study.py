@@ -3,10 +3,11 @@
 Hypothesis sends at least 1000 StartStudyRequest messages to a real coordinator server (port 0,
 a real redis-server, a SQLite store in a temporary folder, no trainers): completely random
 requests and single-field mutations of a valid study file (examples/freesolv_mlp.yaml). Every
-answer must be OK or INVALID_ARGUMENT (ALREADY_EXISTS is tolerated for duplicate names); any
-other status (INTERNAL, UNKNOWN, DEADLINE_EXCEEDED, UNAVAILABLE, ...) is a bug in validation and
-fails the test with the request printed. Studies that start are stopped at once. Afterwards the
-coordinator must still answer a health check SERVING and ListStudies.
+answer must be OK or INVALID_ARGUMENT, or ALREADY_EXISTS for a name this test started a study
+under before; ALREADY_EXISTS for any other name, or any other status (INTERNAL, UNKNOWN,
+DEADLINE_EXCEEDED, UNAVAILABLE, ...), is a bug in validation and fails the test with the
+request printed. Studies that start are stopped at once. Afterwards the coordinator must still
+answer a health check SERVING, and ListStudies with exactly the studies this test started.
 """
 
 from __future__ import annotations
@@ -619,6 +620,8 @@ class Fuzz:
     client: MolhpoClient
     sent: int = 0
     answers: dict[str, int] = field(default_factory=dict)
+    # Names of the studies this test started: the only ones ALREADY_EXISTS may answer for.
+    started: set[str] = field(default_factory=set)
     unique: Iterator[int] = field(default_factory=itertools.count)
 
 
@@ -663,7 +666,15 @@ def _send(fz: Fuzz, request: study_pb2.StartStudyRequest) -> None:
     fz.sent += 1
     try:
         info = fz.client.start_study(req)
-    except (InvalidArgument, AlreadyExists) as err:
+    except AlreadyExists as err:
+        if req.name not in fz.started:
+            raise AssertionError(
+                f"StartStudy answered ALREADY_EXISTS for {req.name!r}, a name no study was "
+                f"started under: {err}\n--- request ---\n{_show(req)}"
+            ) from None
+        fz.answers[err.code.name] = fz.answers.get(err.code.name, 0) + 1
+        return
+    except InvalidArgument as err:
         fz.answers[err.code.name] = fz.answers.get(err.code.name, 0) + 1
         return
     except MolhpoError as err:
@@ -671,6 +682,8 @@ def _send(fz: Fuzz, request: study_pb2.StartStudyRequest) -> None:
             f"StartStudy answered {err.code.name}: {err}\n--- request ---\n{_show(req)}"
         ) from None
     fz.answers["OK"] = fz.answers.get("OK", 0) + 1
+    assert info.name == req.name, (info.name, req.name)
+    fz.started.add(info.name)
     try:
         fz.client.stop_study(info.name, cancel_running=True)
     except (InvalidArgument, FailedPrecondition):
@@ -711,4 +724,10 @@ def test_start_study_answers_ok_or_invalid_argument(fuzz: Fuzz) -> None:
             resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
     studies = fuzz.client.list_studies()
-    assert len(studies) >= fuzz.answers.get("OK", 0)
+    assert {s.name for s in studies} == fuzz.started
+    assert len(fuzz.started) == fuzz.answers.get("OK", 0)
+    # A name it started under is taken: the valid base request under it is ALREADY_EXISTS.
+    again = copy.deepcopy(_BASE)
+    again.name = min(fuzz.started)
+    with pytest.raises(AlreadyExists):
+        fuzz.client.start_study(again)
