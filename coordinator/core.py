@@ -147,6 +147,8 @@ class Coordinator:
         # first the reports it had been given and not acknowledged.
         self._reader = ReportReader(redis_client, keys, "coordinator")
         metrics.registry.register(StudyCollector(self.runners))
+        if isinstance(self.storage, OwnedStudyStorage):
+            metrics.store_stalled_seconds.set_function(self.storage.stalled_s)
         self._threads = [
             threading.Thread(target=self._consume_reports, name="reports", daemon=True),
             threading.Thread(target=self._reap_trainers, name="reaper", daemon=True),

@@ -84,6 +84,12 @@ class CoordinatorMetrics:
         self.reports = Counter(
             "molhpo_coordinator_reports", "Reports read from the stream.", ["outcome"], registry=r
         )
+        self.store_stalled_seconds = Gauge(
+            "molhpo_coordinator_store_stalled_seconds",
+            "How long the study store's writer has been waiting for the database (0: it is "
+            "not); reports stay unacknowledged meanwhile.",
+            registry=r,
+        )
         self.decisions = Counter(
             "molhpo_coordinator_decisions", "Pruning decisions made.", ["decision"], registry=r
         )

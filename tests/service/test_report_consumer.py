@@ -299,6 +299,8 @@ def test_reports_whose_writes_the_store_cannot_take_yet_wait_unacknowledged(
         _wait("step 1 was stored", lambda: set(rig.stored(0).intermediate_values) == {1})
         time.sleep(1.5)  # the writer tries step 2 again and again
         assert set(rig.stored(0).intermediate_values) == {1}
+        stalled = rig.coordinator.metrics.store_stalled_seconds.collect()[0].samples[0].value
+        assert stalled >= 1.0, "the stalled-store gauge does not show the wait"
         # What is not stored stays in the stream, delivered and unacknowledged.
         assert {2, 3} <= rig.steps_in_stream()
         assert rig.unacknowledged() == len(rig.steps_in_stream())
@@ -307,5 +309,6 @@ def test_reports_whose_writes_the_store_cannot_take_yet_wait_unacknowledged(
         stored = rig.stored(0)
         assert stored.state == optuna.trial.TrialState.RUNNING
         assert set(stored.intermediate_values) == {1, 2, 3}
+        assert rig.coordinator.metrics.store_stalled_seconds.collect()[0].samples[0].value == 0
     finally:
         rig.coordinator.close(2.0)
