@@ -218,7 +218,7 @@ def _watch_until_not_serving(
     return seen
 
 
-@pytest.mark.parametrize("service", ["", "molhpo.v1.StudyService"])
+@pytest.mark.parametrize("service", ["", "molhpo.v1.StudyService"], ids=["server", "study"])
 def test_stop_marks_not_serving(
     redis_server: RedisServer, key_prefix: str, tmp_path: Path, service: str
 ) -> None:
