@@ -172,6 +172,11 @@ def test_tune_my_csv_then_report_predict_evaluate_and_refine(
     molecules = ["CCO", "c1ccccc1O"]
     expected = dict(zip(molecules, client.predict(STUDY, molecules).values, strict=True))
     assert printed == pytest.approx(expected, abs=1e-4)
+    # The average of the two best models.
+    _, out = molhpo.run("predict", STUDY, "CCO", "c1ccccc1O", "--top-k", "2")
+    top2 = client.predict(STUDY, molecules, top_k=2)
+    assert len(top2.trial_numbers) == min(counts["complete"], 2)
+    assert f"trials {', '.join(map(str, top2.trial_numbers))}" in out, out
     # An unparsable SMILES is refused by name, and nothing is predicted.
     rc, out = molhpo.run("predict", STUDY, "CCO", "C1CC", ok=False)
     assert rc == 2 and "INVALID_ARGUMENT" in out and "C1CC" in out, out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import RedisServer
@@ -57,20 +58,22 @@ def _waiting(metrics: str, reason: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def coordinator(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
-) -> Iterator[Service]:
-    workdir = tmp_path_factory.mktemp("no-trainer-project")
-    (workdir / "study.yaml").write_text(STUDY_YAML)
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("no-trainer-project")
+    (root / "study.yaml").write_text(STUDY_YAML)
+    return root
+
+
+@pytest.fixture(scope="module")
+def coordinator(workdir: Path, redis_server: RedisServer) -> Iterator[Service]:
     service = start_coordinator(Molhpo(workdir), redis_server.url, PREFIX)
     yield service
     assert service.proc.stop(signal.SIGTERM) == 0, service.proc.output()[-3000:]
 
 
 def test_a_study_without_trainers_says_why_then_runs_once_one_starts(
-    coordinator: Service, redis_server: RedisServer
+    coordinator: Service, redis_server: RedisServer, workdir: Path
 ) -> None:
-    workdir = coordinator.proc.log.parent.parent
     user = Molhpo(workdir)
     watch = user.start(
         "study",

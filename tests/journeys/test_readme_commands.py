@@ -1,9 +1,11 @@
 """Journey tier check: every `molhpo` command the README documents (in code blocks and inline
-code, and through the `make` targets it documents) was run by a journey of this session.
+code, and through the `make` targets it documents) was run by a journey of this session, with
+every flag the README writes with it.
 
 The journeys record each `molhpo` command they run (``journeys_support.COMMANDS``); this test
 runs after them (its file name sorts last in the folder, and it checks that it did) and compares
-the two at the level of the command path: "study start", "list models", "up", ...
+the two at the level of the command path ("study start", "list models", "up", ...) and of the
+flags documented with each path.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from journeys_support import COMMANDS, REPO
+from journeys_support import COMMANDS, REPO, Ran
 
 from molhpo.cli import build_parser
 
@@ -24,9 +26,11 @@ HERE = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class Documented:
-    """A command path and where the README documents it."""
+    """A command path, the flags written with it (optional ones too) and where the README
+    documents it."""
 
     path: str
+    flags: frozenset[str]
     where: str
 
 
@@ -74,15 +78,19 @@ def command_paths(tokens: list[str]) -> list[str]:
 
 
 def _words(command: str) -> list[str]:
-    """The words of a documented command line: no comment, no optional ``[...]`` parts, no
-    ``<placeholder>``."""
+    """The words of a documented command line: no comment, optional ``[...]`` parts as if
+    given, a ``<placeholder>`` as one word."""
     command = re.split(r"\s#", command, maxsplit=1)[0]
-    command = re.sub(r"\[[^\]]*\]", " ", command)
+    command = re.sub(r"\[([^\]]*)\]", r" \1 ", command)
     command = re.sub(r"<[^>]*>", "PLACEHOLDER", command)
     try:
         return shlex.split(command)
     except ValueError:
         return command.split()
+
+
+def _flags(words: list[str]) -> frozenset[str]:
+    return frozenset(w.split("=", 1)[0] for w in words if w.startswith("--"))
 
 
 _MOLHPO = re.compile(r"(?:^|(?<=[\s/]))molhpo\s+(.+)$")
@@ -103,7 +111,7 @@ def documented_commands(readme: str, makefile: str) -> list[Documented]:
             words = _words(m.group(1))
             paths = command_paths(words)
             assert paths, f"README ({kind}) documents `{text}`, which the molhpo CLI lacks"
-            found += [Documented(p, f"{kind}: {text}") for p in paths]
+            found += [Documented(p, _flags(words), f"{kind}: {text}") for p in paths]
         elif text.startswith("make "):
             make_targets |= {w for w in _words(text)[1:] if "=" not in w}
     for target in sorted(make_targets):
@@ -112,11 +120,33 @@ def documented_commands(readme: str, makefile: str) -> list[Documented]:
         for line in recipe.group(1).splitlines():
             m = _MOLHPO.search(line.strip())
             if m:
+                words = _words(m.group(1))
                 found += [
-                    Documented(p, f"make {target}: {line.strip()}")
-                    for p in command_paths(_words(m.group(1)))
+                    Documented(p, _flags(words), f"make {target}: {line.strip()}")
+                    for p in command_paths(words)
                 ]
     return found
+
+
+def not_run(documented: list[Documented], commands: list[Ran]) -> list[str]:
+    """The documented command paths no command ran, then the documented flags no command of
+    that path used; commands that failed do not count."""
+    ran: dict[str, set[str]] = {}  # command path -> the flags it was run with
+    for c in commands:
+        if c.returncode in (0, None):  # ended well, or a service/background command
+            for path in command_paths(list(c.args)):
+                ran.setdefault(path, set()).update(_flags(list(c.args)))
+    missing = sorted({f"never run: {d.path}  ({d.where})" for d in documented if d.path not in ran})
+    unused = sorted(
+        {
+            f"flag never used: {d.path} {flag}  ({d.where})"
+            for d in documented
+            if d.path in ran
+            for flag in d.flags
+            if flag not in ran[d.path]
+        }
+    )
+    return missing + unused
 
 
 def test_the_readme_parser_reads_command_paths() -> None:
@@ -130,8 +160,33 @@ pip install molhpo[qm9]
 Run `molhpo up --trainers 1 --slots 64`; `molhpo.v1.StudyService` is the API; `make demo`.
 """
     makefile = "demo: x\n\t$(VENV)/bin/molhpo demo --study examples/freesolv_gin.yaml\n"
-    paths = [d.path for d in documented_commands(text, makefile)]
-    assert paths == ["study stop", "list models", "list datasets", "predict", "up", "demo"]
+    found = [(d.path, sorted(d.flags)) for d in documented_commands(text, makefile)]
+    assert found == [
+        ("study stop", ["--cancel"]),
+        ("list models", []),
+        ("list datasets", []),
+        ("predict", ["--top-k"]),
+        ("up", ["--slots", "--trainers"]),
+        ("demo", ["--study"]),
+    ]
+
+
+def test_a_command_or_flag_no_journey_ran_is_named() -> None:
+    readme = "```\nmolhpo study stop NAME [--cancel]\nmolhpo race start race.yaml --watch\n```\n"
+    documented = documented_commands(readme, "")
+    ran = [
+        Ran(("study", "stop", "x"), "t", 0),
+        Ran(("study", "stop", "x", "--cancel"), "t", 2),  # failed: does not count
+        Ran(("race", "show", "r"), "t", 0),
+    ]
+    assert [p.split("  (")[0] for p in not_run(documented, ran)] == [
+        "never run: race start",
+        "flag never used: study stop --cancel",
+    ]
+    ran += [Ran(("study", "stop", "x", "--cancel"), "t", 0), Ran(("race", "start", "f"), "t", 0)]
+    assert [p.split("  (")[0] for p in not_run(documented, ran)] == [
+        "flag never used: race start --watch"
+    ]
 
 
 def test_every_command_the_readme_documents_was_run_by_a_journey(
@@ -149,15 +204,6 @@ def test_every_command_the_readme_documents_was_run_by_a_journey(
         (REPO / "README.md").read_text(), (REPO / "Makefile").read_text()
     )
     assert documented, "no molhpo command found in README.md"
-    ran: dict[str, list[str]] = {}
-    for c in COMMANDS:
-        if c.returncode in (0, None):  # ended well, or a service/background command
-            for path in command_paths(list(c.args)):
-                ran.setdefault(path, []).append(c.test)
-    missing = sorted({f"{d.path}  ({d.where})" for d in documented if d.path not in ran})
-    assert not missing, (
-        "README commands no journey ran:\n  "
-        + "\n  ".join(missing)
-        + "\nran: "
-        + ", ".join(sorted(ran))
-    )
+    problems = not_run(documented, COMMANDS)
+    ran = sorted({" ".join(c.args[:2]) for c in COMMANDS})
+    assert not problems, "\n  ".join(["README commands no journey ran:", *problems, f"ran: {ran}"])
