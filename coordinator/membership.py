@@ -302,8 +302,13 @@ class TrainerPool:
         dataset: str,
         avoid: frozenset[str] = frozenset(),
         study: str = "",
+        demand: int = 1,
     ) -> Reservation | Waiting:
         """As :meth:`reserve`, but saying why when there is no slot (:class:`Waiting`).
+
+        ``demand`` is how many slots the study wants now, this one included: a study that gets
+        a slot and wants more stays listed as asking, so slots freed while it dispatches are
+        not taken by a study that holds more.
 
         Only a study that waits for busy slots of trainers able to run it counts for fair
         share; one that no trainer can run holds back nobody.
@@ -332,7 +337,10 @@ class TrainerPool:
                     f"holds {mine} slots; free slots go first to studies holding fewer "
                     f"({', '.join(poorer[:3])})",
                 )
-            self._waiting.pop(study, None)
+            if demand > 1:
+                self._waiting[study] = (now, model, dataset)
+            else:
+                self._waiting.pop(study, None)
             token = -next(self._tokens)
             rec.assigned.add(token)
             self._held[study] = mine + 1

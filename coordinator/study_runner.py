@@ -236,7 +236,11 @@ class StudyRunner:
 
     def _reserve(self, avoid: frozenset[str] = frozenset()) -> Reservation | None:
         """A slot for this study's work, or None (noting why, see :meth:`_note_wait`)."""
-        got = self._pool.reserve_or_wait(self.spec.model, self._work, avoid, self.spec.name)
+        with self._lock:
+            demand = len(self._retry) + self.queue_depth()
+        got = self._pool.reserve_or_wait(
+            self.spec.model, self._work, avoid, self.spec.name, demand=max(demand, 1)
+        )
         if isinstance(got, Reservation):
             self._note_wait(None)
             return got

@@ -131,14 +131,6 @@ def start_trainer(
             proc.wait(10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TrainerPool.reserve_or_wait forgets a study's wish for more slots as soon as it gets "
-    "one (self._waiting.pop), so while its runner samples and dispatches that trial the other "
-    "study takes every slot freed meanwhile: the long study ends up with 5 of 6 slots. Counting "
-    "a study that just got a slot as still asking makes this pass (and removing the fair-share "
-    "rule then makes it fail again).",
-)
 def test_two_studies_sharing_the_pool_get_max_min_fair_shares(
     stack: LocalStack, start_trainer: Callable[[], subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:

@@ -416,3 +416,18 @@ def test_fair_share_reports_its_reason() -> None:
     pool.release("t", a1.token)
     a = pool.reserve_or_wait("gin", "freesolv", study="a")
     assert isinstance(a, Waiting) and a.reason is WaitReason.FAIR_SHARE and "(b)" in a.message
+
+
+def test_a_study_that_wants_more_slots_keeps_asking_after_it_gets_one() -> None:
+    now = [0.0]
+    pool = TrainerPool(heartbeat_timeout_s=10.0, clock=lambda: now[0])
+    pool.register(_rec("t", slots=3))
+    long1 = pool.reserve("gin", "freesolv", study="long", demand=3)
+    long2 = pool.reserve("gin", "freesolv", study="long", demand=2)
+    short1 = pool.reserve("gin", "freesolv", study="short", demand=3)
+    assert long1 is not None and long2 is not None and short1 is not None
+    # short got a slot and wants two more; long frees one while short is dispatching.
+    pool.release("t", long1.token)
+    got = pool.reserve_or_wait("gin", "freesolv", study="long", demand=2)
+    assert isinstance(got, Waiting) and got.reason is WaitReason.FAIR_SHARE
+    assert pool.reserve("gin", "freesolv", study="short", demand=2) is not None
