@@ -287,13 +287,14 @@ class TrainerPool:
         dataset: str,
         avoid: frozenset[str] = frozenset(),
         study: str = "",
+        demand: int = 1,
     ) -> Reservation | None:
         """Hold a free slot on the best trainer for this work, or None when none is free.
 
         Slots are shared fairly between studies: while another study waits for a slot it could
         use and holds fewer than ``study`` does, ``study`` gets none (max-min fairness).
         """
-        got = self.reserve_or_wait(model, dataset, avoid, study)
+        got = self.reserve_or_wait(model, dataset, avoid, study, demand)
         return got if isinstance(got, Reservation) else None
 
     def reserve_or_wait(

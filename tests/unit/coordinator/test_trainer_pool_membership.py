@@ -421,13 +421,23 @@ def test_fair_share_reports_its_reason() -> None:
 def test_a_study_that_wants_more_slots_keeps_asking_after_it_gets_one() -> None:
     now = [0.0]
     pool = TrainerPool(heartbeat_timeout_s=10.0, clock=lambda: now[0])
-    pool.register(_rec("t", slots=3))
-    long1 = pool.reserve("gin", "freesolv", study="long", demand=3)
-    long2 = pool.reserve("gin", "freesolv", study="long", demand=2)
+    pool.register(_rec("t", slots=4))
+    held = [pool.reserve("gin", "freesolv", study="long", demand=3 - i) for i in range(3)]
     short1 = pool.reserve("gin", "freesolv", study="short", demand=3)
-    assert long1 is not None and long2 is not None and short1 is not None
-    # short got a slot and wants two more; long frees one while short is dispatching.
-    pool.release("t", long1.token)
-    got = pool.reserve_or_wait("gin", "freesolv", study="long", demand=2)
+    assert all(r is not None for r in held) and short1 is not None
+    # short got a slot and wants two more; long frees one while short is still dispatching.
+    first = held[0]
+    assert first is not None
+    pool.release("t", first.token)
+    got = pool.reserve_or_wait("gin", "freesolv", study="long", demand=1)
     assert isinstance(got, Waiting) and got.reason is WaitReason.FAIR_SHARE
     assert pool.reserve("gin", "freesolv", study="short", demand=2) is not None
+    # Had short said it wanted only the one slot, long would have had it back.
+    pool2 = TrainerPool(heartbeat_timeout_s=10.0, clock=lambda: now[0])
+    pool2.register(_rec("t", slots=4))
+    held2 = [pool2.reserve("gin", "freesolv", study="long", demand=3 - i) for i in range(3)]
+    assert pool2.reserve("gin", "freesolv", study="short", demand=1) is not None
+    again = held2[0]
+    assert again is not None
+    pool2.release("t", again.token)
+    assert pool2.reserve("gin", "freesolv", study="long") is not None
