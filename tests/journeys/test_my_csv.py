@@ -8,12 +8,15 @@ import json
 import math
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from journeys_support import (
     MOLHPO,
+    REPO,
     Molhpo,
     Stack,
     UserCsv,
@@ -298,3 +301,34 @@ def test_list_what_can_be_tuned(workdir: Path, what: str, expected: list[str]) -
     _, out = Molhpo(workdir).run("list", what)
     for word in expected:
         assert word in out, out
+
+
+def test_the_readme_python_client_snippet_runs(stack: Stack, workdir: Path) -> None:
+    """The README's Python client example, as written but for the coordinator's address, run
+    where examples/freesolv_gin.yaml is a shortened copy (4 trials of 3 epochs)."""
+    readme = (REPO / "README.md").read_text()
+    snippet = next(
+        b for b in re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M) if "MolhpoClient(" in b
+    )
+    assert '"127.0.0.1:50051"' in snippet
+    here = workdir / "readme-snippet"
+    (here / "examples").mkdir(parents=True)
+    study = yaml.safe_load((REPO / "examples" / "freesolv_gin.yaml").read_text())
+    study["budget"] = {"n_trials": 4, "max_epochs": 3}
+    (here / "examples" / "freesolv_gin.yaml").write_text(yaml.safe_dump(study))
+    (here / "snippet.py").write_text(snippet.replace('"127.0.0.1:50051"', repr(stack.address)))
+    done = subprocess.run(
+        [sys.executable, "snippet.py"],
+        cwd=here,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    lines = out.strip().splitlines()
+    # one line per event (kind, trial number, value), then the best trial's params and metrics
+    assert len(lines) > 4 and re.match(r"\d+ -?\d+ ", lines[0]), out
+    assert "hidden_channels" in out and "'rmse': " in lines[-1], out
