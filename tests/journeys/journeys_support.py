@@ -307,6 +307,7 @@ BAD_ROWS: tuple[tuple[int, tuple[str, str, str], str], ...] = (
     (70, ("not measured", "CCCCCCCCO", "NaN"), "missing_target"),
     (100, ("pending", "CC(C)CO", ""), "missing_target"),
     (120, ("with units", "CCCCCl", "-0.2 kcal/mol"), "non_numeric_target"),
+    (130, ("overflowed", "CCCBr", "inf"), "non_numeric_target"),
 )
 
 

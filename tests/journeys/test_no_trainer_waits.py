@@ -116,6 +116,8 @@ def test_a_study_without_trainers_says_why_then_runs_once_one_starts(
         rc, out = watch.finish(240)
         assert rc == 0, out
         assert f"study {STUDY}: complete" in out
+        # When dispatch resumes, the watch says so (WatchStudy's waiting event, empty message).
+        assert out.index("dispatching again") > out.index("waiting:"), out
         counts = summary_counts(out)
         assert counts["total"] == 3 and counts["complete"] >= 1 and counts["failed"] == 0
 
