@@ -4,12 +4,15 @@ pool, stop and resume, refine, final evaluation, race, report, predict, delete."
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import matplotlib.image
+import numpy as np
+import optuna
 import pytest
 from conftest import RedisServer
 
@@ -161,7 +164,45 @@ def test_refined_study_stays_inside_the_range_around_the_parent_best(
     assert trials[0].params["lr"].float_value == pytest.approx(lr)  # starts from the best
 
 
-def test_final_evaluation_report_and_predictions(client: MolhpoClient, tmp_path: Path) -> None:
+def _recomputed_evaluation(
+    trials: list[optuna.trial.FrozenTrial],
+) -> tuple[dict[str, dict[str, tuple[float, float]]], list[float]]:
+    """Per configuration, each test metric's (mean, sample std) over its seeds; and per seed,
+    the test RMSE of the ranked configurations' averaged predictions. From the stored trials
+    alone, without molhpo's evaluation code."""
+    runs: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    for t in trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE, (t.number, t.user_attrs)
+        runs.setdefault(str(t.user_attrs["eval_config"]), []).append(t)
+    stats = {}
+    for config, ts in runs.items():
+        metrics = {m for t in ts for m in t.user_attrs["test_metrics"]}
+        stats[config] = {
+            m: (
+                float(np.mean([t.user_attrs["test_metrics"][m] for t in ts])),
+                float(np.std([t.user_attrs["test_metrics"][m] for t in ts], ddof=1)),
+            )
+            for m in metrics
+        }
+    ensemble = []
+    for seed in sorted({int(t.user_attrs["eval_seed_index"]) for t in trials}):
+        members = [
+            t
+            for t in trials
+            if str(t.user_attrs["eval_config"]).startswith("rank-")
+            and int(t.user_attrs["eval_seed_index"]) == seed
+        ]
+        truth = np.asarray(members[0].user_attrs["test_targets"], float)
+        for t in members:  # every member predicted the same test molecules
+            assert np.array_equal(np.asarray(t.user_attrs["test_targets"], float), truth)
+        mean = np.mean([np.asarray(t.user_attrs["test_predictions"], float) for t in members], 0)
+        ensemble.append(float(np.sqrt(np.mean((mean - truth) ** 2))))
+    return stats, ensemble
+
+
+def test_final_evaluation_report_and_predictions(
+    client: MolhpoClient, stack: LocalStack, tmp_path: Path
+) -> None:
     client.start_study(
         small("final", budget={"n_trials": 5, "max_epochs": 5}, pruner={"name": "none"})
     )
@@ -173,6 +214,55 @@ def test_final_evaluation_report_and_predictions(client: MolhpoClient, tmp_path:
     assert "## Final evaluation" in report.markdown
     assert "Ensemble of rank-1, rank-2" in report.markdown
     assert "Tuning cut test RMSE from" in report.markdown
+
+    # The numbers, recomputed from the evaluation study's trials in the store.
+    store = f"sqlite:///{stack.state_dir / 'studies.db'}"
+    trials = optuna.load_study(study_name=ev.name, storage=store).trials
+    listed = {t.number: t for t in client.list_trials(ev.name)}
+    for t in trials:  # ListTrials tells the same test metrics as the store
+        assert dict(listed[t.number].test.values) == pytest.approx(t.user_attrs["test_metrics"])
+    stats, ensemble = _recomputed_evaluation(trials)
+    assert sorted(stats) == ["default", "rank-1", "rank-2"]
+    assert len(ensemble) == 2  # one ensemble per seed
+    # The configurations are the parent's two best trials and the default one.
+    parent = sorted(
+        (t for t in client.list_trials("final") if t.state == common_pb2.TRIAL_STATE_COMPLETE),
+        key=lambda t: t.value,
+    )
+    for rank in (1, 2):
+        seeds = [t for t in trials if t.user_attrs["eval_config"] == f"rank-{rank}"]
+        assert len(seeds) == 2 and seeds[0].params == seeds[1].params
+        assert listed[seeds[0].number].params == parent[rank - 1].params, rank
+
+    evaluation = json.loads(report.json)["evaluation"]
+    by_config = {c["config"]: c for c in evaluation["configs"]}
+    assert [c["config"] for c in evaluation["configs"]] == ["rank-1", "rank-2", "default"]
+    for config, metrics in stats.items():
+        got = by_config[config]
+        assert got["n_runs"] == 2
+        assert set(got["test_mean"]) == set(metrics)
+        for m, (mean, std) in metrics.items():
+            assert got["test_mean"][m] == pytest.approx(mean, rel=1e-9, abs=1e-12), (config, m)
+            assert got["test_std"][m] == pytest.approx(std, rel=1e-9, abs=1e-12), (config, m)
+    assert evaluation["ensemble_members"] == ["rank-1", "rank-2"]
+    ens_mean, ens_std = float(np.mean(ensemble)), float(np.std(ensemble, ddof=1))
+    assert evaluation["ensemble_rmse_mean"] == pytest.approx(ens_mean, rel=1e-9)
+    assert evaluation["ensemble_rmse_std"] == pytest.approx(ens_std, rel=1e-9, abs=1e-12)
+    # The Markdown table and sentences show the same numbers.
+    for config in ("rank-1", "rank-2", "default"):
+        cells = [
+            f"{stats[config][m][0]:.4f} +/- {stats[config][m][1]:.4f}"
+            for m in ("rmse", "mae", "r2")
+        ]
+        assert f"| {config} | 2 | " + " | ".join(cells) + " |" in report.markdown, config
+    assert (
+        f"Ensemble of rank-1, rank-2 (averaged predictions): test rmse {ens_mean:.4f} "
+        f"+/- {ens_std:.4f}." in report.markdown
+    )
+    assert (
+        f"Tuning cut test RMSE from {stats['default']['rmse'][0]:.4f} (default configuration) "
+        f"to {stats['rank-1']['rmse'][0]:.4f}." in report.markdown
+    )
 
     report = client.get_report("final")
     names = {p.name for p in report.plots}
