@@ -217,9 +217,12 @@ def molhpo_up(workdir: Path, *flags: str) -> Iterator[Stack]:
             raise AssertionError(f"molhpo up exited with {up.proc.returncode}:\n{up.output()}")
         return stack_file.exists() and "Ctrl-C stops everything" in up.output()
 
+    pids: dict[str, int] = {}
     try:
         wait_until("molhpo up to start its stack", ready, STACK_START_S)
-        yield Stack(up, workdir, json.loads(stack_file.read_text()))
+        info = json.loads(stack_file.read_text())
+        pids = dict(info["pids"])
+        yield Stack(up, workdir, info)
     finally:
         rc = up.stop(signal.SIGINT)
         if rc != 0:
@@ -230,6 +233,23 @@ def molhpo_up(workdir: Path, *flags: str) -> Iterator[Stack]:
             )
             raise AssertionError(f"molhpo up ended with {rc}:\n{up.output()[-2000:]}\n{tails}")
     assert not stack_file.exists(), "molhpo up left .molhpo/stack.json behind"
+    # "Ctrl-C stops every process"
+    wait_until(
+        f"every process of molhpo up to end ({pids})",
+        lambda: not [name for name, pid in pids.items() if _alive(pid)],
+        20,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie has ended; only its parent has not reaped it yet
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @dataclass
