@@ -265,7 +265,7 @@ def cmd_study_start(args: argparse.Namespace) -> int:
         d = checked.dataset
         console.print(
             f"data {d.name}: {d.n_molecules} molecules"
-            + (f"; {d.n_invalid} rows dropped" if d.n_invalid else ""),
+            + (f"; {report.rows(d.n_invalid)} dropped" if d.n_invalid else ""),
             highlight=False,
         )
         for line in report.dropped_rows_lines(d):

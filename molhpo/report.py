@@ -58,15 +58,20 @@ def dropped_rows_lines(d: common_pb2.DatasetSummary, per_cause: int = 5) -> list
     lines: list[str] = []
     counts = dict(d.invalid_counts)
     if not counts and d.n_invalid:  # a summary from an older coordinator
-        return [f"{d.n_invalid} rows dropped, e.g. {', '.join(d.invalid_examples[:3])}"]
+        return [f"{rows(d.n_invalid)} dropped, e.g. {', '.join(d.invalid_examples[:3])}"]
     for cause, n in counts.items():
         if not n:
             continue
-        lines.append(f"{n} {'row' if n == 1 else 'rows'} dropped: {_CAUSE_WORDS.get(cause, cause)}")
+        lines.append(f"{rows(n)} dropped: {_CAUSE_WORDS.get(cause, cause)}")
         for r in [r for r in d.invalid_rows if r.cause == cause][:per_cause]:
             where = r.text if r.text.startswith("record ") else f"line {r.row}"
             lines.append(f"  {where}: {r.detail}")
     return lines
+
+
+def rows(n: int) -> str:
+    """ "1 row", "3 rows"."""
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def wait_reason_name(reason: study_pb2.WaitReason.ValueType) -> str:
@@ -162,7 +167,7 @@ def print_summary(
         d = info.dataset
         console.print(
             f"  data: {d.name}, {d.n_molecules} molecules"
-            + (f", {d.n_invalid} rows dropped" if d.n_invalid else "")
+            + (f", {rows(d.n_invalid)} dropped" if d.n_invalid else "")
         )
         for line in dropped_rows_lines(d):
             console.print(f"    {line}", markup=False, highlight=False)
