@@ -92,7 +92,7 @@ def services(workdir: Path, redis_server: RedisServer) -> Iterator[str]:
 def test_tune_my_sdf_with_a_scaffold_split(services: str, workdir: Path) -> None:
     molhpo = Molhpo(workdir, env={"MOLHPO_ADDRESS": services})
     _, out = molhpo.run("study", "start", "my_sdf.yaml", "--watch")
-    assert f"data data/my.sdf: {N_MOLECULES - 1} molecules; 1 rows dropped" in flat(out)
+    assert f"data data/my.sdf: {N_MOLECULES - 1} molecules; 1 row dropped" in flat(out)
     assert "1 row dropped: missing target (empty or NaN)" in flat(out)
     assert re.search(rf"record {RECORD_WITHOUT_TARGET}: .*hydration_dG", out), out
     assert f"study {STUDY}: complete" in out
