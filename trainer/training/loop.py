@@ -19,9 +19,11 @@ are plain Adam with a constant learning rate on MSE, no clipping and no early st
   ``stopped=False``: ``stopped`` only means that ``on_epoch`` asked to stop.
 - ``grad_clip`` > 0: the gradients' global L2 norm is clipped to it (``clip_grad_norm_``).
 - ``loss``: mse, l1 or huber (delta 1), all on standardised targets.
-- ``amp``: autocast mixed precision (bfloat16 where the GPU supports it, else float16 with a
-  gradient scaler); used only on CUDA devices and a no-op on CPU. Losses and metrics are
-  always computed in float32/float64.
+- ``amp``: mixed precision for the hidden layers of training steps (``MixedPrecision``):
+  bfloat16 on GPUs that compute it natively (compute capability 8.0 and newer), float16 with
+  a gradient scaler on older GPUs, off on the CPU. Readouts (pooling), heads, the output
+  layer and the loss stay in float32, and every evaluation (validation, test, predictions)
+  runs in float32 throughout.
 
 ``TrainConfig.max_molecules`` > 0 trains on a random subset of that many molecules (drawn with
 ``split_seed``, then split as usual): quick smoke runs and tests on a slice of a data set.
@@ -35,12 +37,14 @@ On CUDA, scatter-based pooling uses atomic adds and can differ in the last bits 
 
 from __future__ import annotations
 
+import gc
+import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from molhpo.errors import DivergedError, InvalidArgument, InvalidConfigError
+from molhpo.errors import DivergedError, InvalidArgument, TrainingError
 from trainer.catalogue import (
     METRICS,
     SYNTHETIC,
@@ -70,12 +74,22 @@ from trainer.featurize import (
     standardize,
 )
 from trainer.models import build_model
+from trainer.models.gnn import AttentiveFPRegressor
+from trainer.models.mlp import MLP, SeededDropout
+from trainer.models.schnet import SchNet
 from trainer.predict import checkpoint_inputs, data_request_dict
 from trainer.training.metrics import regression_metrics
 from trainer.training.synthetic import train_synthetic
 
 EVAL_BATCH_SIZE = 1024
 """Molecules per forward pass when predicting the validation and test sets."""
+
+OUT_OF_MEMORY = "out_of_memory"
+"""Failure class of a trial that ran out of device (or host) memory: a resource failure, which
+the coordinator dispatches again (trials beside it on a shared GPU may have held the memory),
+not a verdict on its configuration."""
+
+log = logging.getLogger(__name__)
 
 _seed_lock = threading.Lock()
 
@@ -85,8 +99,10 @@ class TrainConfig:
     """Everything one trial needs; ``params`` may be partial (the catalogue fills defaults).
 
     ``device`` (an extension of the shared contract) is a torch device string such as "cpu" or
-    "cuda:0"; the trainer process decides it. ``max_molecules`` > 0 (also an extension) keeps a
-    random subset of that many molecules, drawn with ``split_seed``; 0 uses them all.
+    "cuda:0"; the trainer process decides it (None: nobody handed one over, so the CPU; a
+    trainer always does, and :class:`Placement` shows the difference). ``max_molecules`` > 0
+    (also an extension) keeps a random subset of that many molecules, drawn with
+    ``split_seed``; 0 uses them all.
     """
 
     dataset: str
@@ -100,7 +116,7 @@ class TrainConfig:
     test_fraction: float = 0.1
     objective_metric: str = "rmse"
     objective_direction: str = "minimize"
-    device: str = "cpu"
+    device: str | None = None
     max_molecules: int = 0
     data: DatasetRequest | None = None
     """A user file, a QM9 property or an invalid-row limit; None: the bundled ``dataset``."""
@@ -140,6 +156,78 @@ class TrainResult:
     """The test rows' targets, in the same order."""
     resumed_from: int = 0
     """The epoch this run resumed after (0: it started from scratch)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one call of an entry point that computes with a model did its work.
+
+    ``entry`` is "train" (:func:`train`), "predict" (``trainer.predict.Predictor``) or "fused"
+    (``trainer.training.fused.train_fused``); ``requested`` is the device it was handed (None:
+    none was, so the CPU default applied); ``parameters`` is where the model's weights were
+    and ``inputs`` where the tensors of its forward pass were. A trainer hands its resolved
+    device to every entry point, so all three agree with that device; a hand-over that goes
+    missing shows as ``requested`` None, even on a machine where the CPU is the device anyway.
+    """
+
+    entry: str
+    requested: str | None
+    parameters: torch.device
+    inputs: tuple[torch.device, ...]
+
+
+_placement_watchers: list[Callable[[Placement], None]] = []
+_placement_lock = threading.Lock()
+
+
+def watch_placements(watcher: Callable[[Placement], None]) -> Callable[[], None]:
+    """Call ``watcher`` with the :class:`Placement` of every training run (its first forward
+    pass), prediction chunk and fused run in this process from now on, in the thread doing
+    the work; returns the function that stops it. For checking that the device setting
+    reaches the work (tests, diagnostics); while nobody watches, nothing is recorded."""
+    with _placement_lock:
+        _placement_watchers.append(watcher)
+
+    def stop() -> None:
+        with _placement_lock:
+            if watcher in _placement_watchers:
+                _placement_watchers.remove(watcher)
+
+    return stop
+
+
+def report_placement(
+    entry: str, requested: str | None, parameters: torch.device, inputs: Iterable[object]
+) -> None:
+    """Tell the watchers where ``entry`` computed; non-tensors among ``inputs`` are skipped."""
+    with _placement_lock:
+        watchers = list(_placement_watchers)
+    if not watchers:
+        return
+    devices = tuple(t.device for t in inputs if isinstance(t, torch.Tensor))
+    placement = Placement(entry, requested, parameters, devices)
+    for watcher in watchers:
+        watcher(placement)
+
+
+def _parameter_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _report_first_forward(model: nn.Module, requested: str | None) -> None:
+    """Report where ``model``'s next forward pass computes (a one-shot pre-hook, installed
+    only while anyone watches)."""
+    with _placement_lock:
+        if not _placement_watchers:
+            return
+
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        handle.remove()
+        report_placement("train", requested, _parameter_device(module), args)
+
+    handle = model.register_forward_pre_hook(hook)
 
 
 @dataclass
@@ -308,16 +396,109 @@ class _Schedule:
             self.plateau.step(objective)
 
 
-def _autocast(device: torch.device, enabled: bool) -> Callable[[], AbstractContextManager[object]]:
-    """A factory of the mixed-precision context for forward passes (a no-op off CUDA)."""
-    if not enabled or device.type != "cuda":
-        return nullcontext
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision ``amp`` runs hidden layers in on ``device``; None: none (off).
 
-    def context() -> AbstractContextManager[object]:
-        return torch.autocast(device_type="cuda", dtype=dtype)
+    bfloat16 where the GPU computes it natively (``torch.cuda.is_bf16_supported`` with
+    emulation not counted: compute capability 8.0 and newer). Older GPUs (V100, T4) would
+    emulate it slowly, so they get float16, which they compute natively, with loss scaling
+    against underflow. Off CUDA, None: CPU autocast would only slow small models down.
+    """
+    if device.type != "cuda":
+        return None
+    with torch.cuda.device(device):
+        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.bfloat16 if native_bf16 else torch.float16
 
-    return context
+
+def mixed_precision_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers of ``model`` that ``amp`` may run in reduced precision.
+
+    They are the per-atom (or per-position) layers before the readout: convolutions, message
+    passing and the MLP's hidden layers. Pooling and the other readouts, the head, the output
+    layer and the loss are never among them. A model of unknown structure gets none, so
+    ``amp`` leaves it in float32.
+    """
+    if isinstance(model, MLP):
+        linears: list[nn.Module] = [m for m in model.net if isinstance(m, nn.Linear)]
+        return linears[:-1]
+    if isinstance(model, AttentiveFPRegressor):
+        net = model.net
+        return [net.lin1, net.gate_conv, net.gru, *net.atom_convs, *net.atom_grus]
+    if isinstance(model, SchNet):
+        return list(model.net.interactions)
+    for name in ("convs", "layers"):  # GIN, GCN, GAT and the SMILES CNN; the EGNN
+        hidden = getattr(model, name, None)
+        if isinstance(hidden, nn.ModuleList):
+            return list(hidden)
+    return []
+
+
+def _to_float32(value: Any) -> Any:
+    """``value`` with every float16/bfloat16 tensor in it (also in tuples) cast to float32."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.dtype in (torch.float16, torch.bfloat16) else value
+    if isinstance(value, tuple):
+        return tuple(_to_float32(v) for v in value)
+    return value
+
+
+class MixedPrecision:
+    """``amp`` for one model: autocast to ``dtype`` over its :func:`mixed_precision_layers`
+    only, and only within :meth:`step` (the forward pass of a training step).
+
+    Each such layer enters autocast when called and leaves it when it returns, its output
+    cast back to float32, so what follows computes in float32: readouts (a sum pooling of
+    bfloat16 values would round at every addition), heads, the output layer and the loss.
+    Outside ``step`` (evaluation, predictions) the model runs in float32 throughout. With
+    ``dtype`` None (no ``amp``, or a device without it) nothing is installed and ``step`` is
+    a no-op. The autocast state is per thread, as torch's is; a model trains in one thread.
+    """
+
+    def __init__(self, model: nn.Module, device_type: str, dtype: torch.dtype | None) -> None:
+        self.dtype = dtype
+        self.device_type = device_type
+        self.layers = mixed_precision_layers(model) if dtype is not None else []
+        self._local = threading.local()
+        for layer in self.layers:
+            layer.register_forward_pre_hook(self._enter)
+            layer.register_forward_hook(self._leave, always_call=True)
+
+    def _entered(self) -> list[tuple[nn.Module, torch.autocast]] | None:
+        """This thread's autocast contexts of layers running now; None outside ``step``."""
+        entered: list[tuple[nn.Module, torch.autocast]] | None = getattr(
+            self._local, "entered", None
+        )
+        return entered
+
+    def _enter(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        entered = self._entered()
+        if entered is not None:
+            context = torch.autocast(self.device_type, dtype=self.dtype)
+            context.__enter__()
+            entered.append((module, context))
+
+    def _leave(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        entered = self._entered()
+        if not entered or entered[-1][0] is not module:
+            return None
+        entered.pop()[1].__exit__(None, None, None)
+        return _to_float32(output)
+
+    def step(self) -> AbstractContextManager[None]:
+        """The context of a training step's forward pass: ``amp`` on for the hidden layers."""
+        return self._stepping() if self.layers else nullcontext()
+
+    @contextmanager
+    def _stepping(self) -> Iterator[None]:
+        self._local.entered = []
+        try:
+            yield
+        finally:
+            entered = self._local.entered
+            self._local.entered = None
+            while entered:  # left open by a layer whose forward raised
+                entered.pop()[1].__exit__(None, None, None)
 
 
 def _train_synthetic(
@@ -374,7 +555,9 @@ def _check_config(config: TrainConfig) -> None:
         )
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError as exc:
@@ -384,29 +567,46 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _evaluate(
-    model: nn.Module,
-    data: _Data,
-    rows: np.ndarray,
-    autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
-) -> np.ndarray:
-    """Standardised predictions [len(rows)] of ``model`` in eval mode, as float64 numpy."""
+def _evaluate(model: nn.Module, data: _Data, rows: np.ndarray) -> np.ndarray:
+    """Standardised predictions [len(rows)] of ``model`` in eval mode, as float64 numpy.
+
+    Always in float32 (no autocast, whatever ``amp`` says): these predictions give the
+    pruning metric, the test metrics and the reported predictions.
+    """
     model.eval()
     parts: list[torch.Tensor] = []
     with torch.no_grad():
         for start in range(0, len(rows), EVAL_BATCH_SIZE):
-            with autocast():
-                parts.append(data.predict(model, rows[start : start + EVAL_BATCH_SIZE]).float())
+            parts.append(data.predict(model, rows[start : start + EVAL_BATCH_SIZE]).float())
     return torch.cat(parts).double().cpu().numpy()
 
 
 def _out_of_memory(
-    config: TrainConfig, batch_size: int, n_parameters: int, exc: BaseException
-) -> InvalidConfigError:
-    return InvalidConfigError(
-        f"model '{config.model}' ran out of memory on {config.device} with batch_size "
-        f"{batch_size} and {n_parameters} parameters ({exc}); lower batch_size or the model size"
+    config: TrainConfig,
+    device: torch.device,
+    batch_size: int,
+    n_parameters: int,
+    exc: BaseException,
+) -> TrainingError:
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return TrainingError(
+        f"model '{config.model}' ran out of memory on {device} with batch_size {batch_size} "
+        f"and {n_parameters} parameters ({first_line}); trials beside it may have held the "
+        "memory, so it is dispatched again; if it fails so every time, lower batch_size or "
+        "the model size, or run fewer slots per GPU",
+        failure_class=OUT_OF_MEMORY,
     )
+
+
+def release_cached_memory(device: str | None) -> None:
+    """Hand the memory torch's CUDA caching allocator holds, but no tensor uses, back to the
+    driver after a trial on ``device`` failed (running out of memory above all): other
+    processes on the GPU can then have it, and the next trial starts unfragmented. A no-op
+    off CUDA."""
+    if device is None or torch.device(device).type != "cuda" or not torch.cuda.is_initialized():
+        return
+    gc.collect()  # the failed trial's tensors may still hang in reference cycles (tracebacks)
+    torch.cuda.empty_cache()
 
 
 def _is_better(value: float, best: float | None, direction: str) -> bool:
@@ -428,23 +628,67 @@ class ResumeStore(Protocol):
         """Replace the saved state."""
 
 
-def _dropout_states(model: nn.Module) -> list[torch.Tensor | None]:
-    """The private generators' states of the model's seeded dropout layers, in order."""
-    out: list[torch.Tensor | None] = []
-    for m in model.modules():
-        if hasattr(m, "seed") and hasattr(m, "_generator"):
-            gen: Any = getattr(m, "_generator", None)
-            out.append(None if gen is None else gen.get_state())
+def dropout_states(model: nn.Module) -> list[dict[str, Any] | None]:
+    """The states of the private generators of ``model``'s seeded dropout layers, in module
+    order: ``{"device": "cpu" or "cuda", "state": uint8 tensor}``, or None for a layer that
+    has drawn no mask yet.
+
+    A CPU generator's state is its Mersenne Twister (5056 bytes), a CUDA generator's its
+    Philox seed and offset (16 bytes): a state goes back only into a generator of the same
+    device type, hence the device beside it.
+    """
+    out: list[dict[str, Any] | None] = []
+    for layer in _seeded_dropouts(model):
+        gen = layer._generator
+        out.append(None if gen is None else {"device": gen.device.type, "state": gen.get_state()})
     return out
 
 
-def _set_dropout_states(model: nn.Module, states: list[torch.Tensor | None]) -> None:
-    layers = [m for m in model.modules() if hasattr(m, "seed") and hasattr(m, "_generator")]
-    for m, state in zip(layers, states, strict=False):
-        if state is not None:
-            gen = torch.Generator(device="cpu")
-            gen.set_state(state)
-            setattr(m, "_generator", gen)  # noqa: B010 - a private field of SeededDropout
+def restore_dropout_states(model: nn.Module, states: list[Any], device: torch.device | str) -> None:
+    """Give ``model``'s seeded dropout layers generators on ``device`` holding the states
+    :func:`dropout_states` saved, so their next masks are those an uninterrupted run on that
+    device draws.
+
+    A bare tensor (resume files written before the device was saved) is a CPU state. A state
+    saved on another device type cannot be carried over: that layer draws from a fresh
+    generator seeded as at the start, the run goes on, and a warning says its masks now
+    differ from an uninterrupted run's. Raises ValueError when the number of states does not
+    match the model's dropout layers.
+    """
+    device = torch.device(device)
+    layers = _seeded_dropouts(model)
+    if len(states) != len(layers):
+        raise ValueError(
+            f"{len(states)} saved dropout states for {len(layers)} dropout layers; the resume "
+            "state is not this model's"
+        )
+    for layer, saved in zip(layers, states, strict=True):
+        layer._generator = None
+        if saved is None:
+            continue
+        if isinstance(saved, torch.Tensor):
+            kind, state = "cpu", saved
+        else:
+            kind, state = str(saved["device"]), saved["state"]
+        if kind != device.type:
+            log.warning(
+                "dropout state saved on %s cannot be restored on %s; the layer starts from its "
+                "seed again, so masks differ from an uninterrupted run's",
+                kind,
+                device,
+            )
+            continue
+        gen = torch.Generator(device=device)
+        gen.set_state(state)
+        layer._generator = gen
+
+
+def _seeded_dropouts(model: nn.Module) -> list[SeededDropout]:
+    return [m for m in model.modules() if isinstance(m, SeededDropout)]
+
+
+class _UnusableResumeState(Exception):
+    """The state a trial saved does not fit it (e.g. written by another molhpo version)."""
 
 
 class CheckpointSink(Protocol):
@@ -467,11 +711,29 @@ def train(
 
     Epochs good enough for ``checkpoints`` are saved there with everything needed to rebuild
     the model: family, resolved hyperparameters, input sizes, weights and target scaling.
+    A trial dispatched again continues from the state its last attempt saved in ``resume``
+    (random state included, on this run's device); a state that does not fit the trial is
+    dropped with a warning and the trial starts over.
 
     Raises InvalidArgument for unknown names or out-of-range settings, InvalidConfigError for
-    hyperparameters that cannot work (e.g. running out of memory), DivergedError when the
-    training loss or the validation predictions become NaN or infinite.
+    hyperparameters that cannot work, TrainingError of class ``OUT_OF_MEMORY`` when the device
+    (or host) runs out of memory, DivergedError when the training loss or the validation
+    predictions become NaN or infinite.
     """
+    try:
+        return _train(config, on_epoch, checkpoints, resume, restore=True)
+    except _UnusableResumeState as err:
+        log.warning("%s; the trial starts over", err)
+        return _train(config, on_epoch, checkpoints, resume, restore=False)
+
+
+def _train(
+    config: TrainConfig,
+    on_epoch: Callable[[EpochResult], bool],
+    checkpoints: CheckpointSink | None,
+    resume: ResumeStore | None,
+    restore: bool,
+) -> TrainResult:
     started = time.perf_counter()
     _check_config(config)
     if config.model == SYNTHETIC:
@@ -483,7 +745,6 @@ def train(
     patience = param_int(params, "patience")
     grad_clip = param_float(params, "grad_clip")
     device = _device(config.device)
-    autocast = _autocast(device, bool(params["amp"]))
 
     request = config.data or DatasetRequest(name=config.dataset)
     roots = tuple(Path(r) for r in config.dataset_roots)
@@ -505,61 +766,69 @@ def train(
     y_std = float(targets[train_rows].std())
     if not y_std > 0.0:
         y_std = 1.0
-    y = torch.tensor((targets - y_mean) / y_std, dtype=torch.float32, device=device)
-
     features = featurize(table, family.featurizer)
-    if isinstance(features, DescriptorFeatures):
-        data = _descriptor_data(features, train_rows, y, device)
-    elif isinstance(features, SmilesFeatures):
-        data = _smiles_data(features, y, device)
-    elif isinstance(features, ConformerFeatures):
-        data = _conformer_data(features, y, device)
-    else:
-        data = _graph_data(features, y, device)
-
-    with _seed_lock:
-        random.seed(config.seed)
-        np.random.seed(config.seed % 2**32)
-        torch.manual_seed(config.seed)
-        model = build_model(config.model, params, data.in_features, data.edge_features)
-    n_parameters = sum(p.numel() for p in model.parameters())
+    n_parameters = 0
+    # From the first copy to the device on, running out of memory is a resource failure.
     try:
+        y = torch.tensor((targets - y_mean) / y_std, dtype=torch.float32, device=device)
+        if isinstance(features, DescriptorFeatures):
+            data = _descriptor_data(features, train_rows, y, device)
+        elif isinstance(features, SmilesFeatures):
+            data = _smiles_data(features, y, device)
+        elif isinstance(features, ConformerFeatures):
+            data = _conformer_data(features, y, device)
+        else:
+            data = _graph_data(features, y, device)
+
+        with _seed_lock:
+            random.seed(config.seed)
+            np.random.seed(config.seed % 2**32)
+            torch.manual_seed(config.seed)
+            model = build_model(config.model, params, data.in_features, data.edge_features)
+        n_parameters = sum(p.numel() for p in model.parameters())
         model = model.to(device)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise _out_of_memory(config, batch_size, n_parameters, exc) from exc
-    optimizer = _optimizer(params, model)
-    schedule = _Schedule(params, optimizer, config.max_epochs, config.objective_direction)
-    loss_fn = _loss_fn(params["loss"])
-    # float16 autocast needs loss scaling against underflow; bfloat16 and float32 do not
-    scaler = torch.amp.GradScaler(
-        "cuda",
-        enabled=autocast is not nullcontext and not torch.cuda.is_bf16_supported(),
-    )
-    order_rng = np.random.default_rng(config.seed)
+        _report_first_forward(model, config.device)
+        mixed = MixedPrecision(
+            model, device.type, autocast_dtype(device) if params["amp"] else None
+        )
+        autocast = mixed.step
+        optimizer = _optimizer(params, model)
+        schedule = _Schedule(params, optimizer, config.max_epochs, config.objective_direction)
+        loss_fn = _loss_fn(params["loss"])
+        # float16 autocast needs loss scaling against underflow; bfloat16 and float32 do not
+        scaler = torch.amp.GradScaler("cuda", enabled=mixed.dtype == torch.float16)
+        order_rng = np.random.default_rng(config.seed)
 
-    def valid_metrics() -> dict[str, float]:
-        pred = _evaluate(model, data, valid_rows, autocast) * y_std + y_mean
-        return regression_metrics(targets[valid_rows], pred)
+        def valid_metrics() -> dict[str, float]:
+            pred = _evaluate(model, data, valid_rows) * y_std + y_mean
+            return regression_metrics(targets[valid_rows], pred)
 
-    best_step = 0
-    best_value: float | None = None
-    best_metrics: dict[str, float] = {}
-    best_state: dict[str, torch.Tensor] = {}
-    epochs_trained = 0
-    stopped = False
-    resumed_from = 0
-    saved = resume.load() if resume is not None else None
-    if saved is not None and saved.get("format") == 1 and saved.get("model") == config.model:
-        # A trial dispatched again picks up where its last attempt saved it.
-        model.load_state_dict(saved["model_state"])
-        optimizer.load_state_dict(saved["optimizer_state"])
-        schedule.load_state_dict(saved["schedule"])
-        order_rng.bit_generator.state = saved["order_rng"]
-        _set_dropout_states(model, saved["dropout"])
-        best_step, best_value = int(saved["best_step"]), saved["best_value"]
-        best_metrics, best_state = dict(saved["best_metrics"]), dict(saved["best_state"])
-        epochs_trained = resumed_from = int(saved["epoch"])
-    try:
+        best_step = 0
+        best_value: float | None = None
+        best_metrics: dict[str, float] = {}
+        best_state: dict[str, torch.Tensor] = {}
+        epochs_trained = 0
+        stopped = False
+        resumed_from = 0
+        saved = resume.load() if resume is not None and restore else None
+        if saved is not None and saved.get("format") == 1 and saved.get("model") == config.model:
+            # A trial dispatched again picks up where its last attempt saved it.
+            try:
+                model.load_state_dict(saved["model_state"])
+                optimizer.load_state_dict(saved["optimizer_state"])
+                schedule.load_state_dict(saved["schedule"])
+                order_rng.bit_generator.state = saved["order_rng"]
+                restore_dropout_states(model, saved["dropout"], device)
+                best_step, best_value = int(saved["best_step"]), saved["best_value"]
+                best_metrics, best_state = dict(saved["best_metrics"]), dict(saved["best_state"])
+                epochs_trained = resumed_from = int(saved["epoch"])
+            except torch.OutOfMemoryError:
+                raise
+            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                raise _UnusableResumeState(
+                    f"the resume state this {config.model} trial saved after epoch "
+                    f"{saved.get('epoch')} does not fit it ({exc})"
+                ) from exc
         for step in range(resumed_from + 1, config.max_epochs + 1):
             epoch_started = time.perf_counter()
             model.train()
@@ -647,7 +916,7 @@ def train(
                         "optimizer_state": optimizer.state_dict(),
                         "schedule": schedule.state_dict(),
                         "order_rng": order_rng.bit_generator.state,
-                        "dropout": _dropout_states(model),
+                        "dropout": dropout_states(model),
                         "best_step": best_step,
                         "best_value": best_value,
                         "best_metrics": best_metrics,
@@ -664,10 +933,10 @@ def train(
         test_metrics: dict[str, float] = {}
         test_pred = np.zeros(0)
         if len(test_rows) > 0:
-            test_pred = _evaluate(model, data, test_rows, autocast) * y_std + y_mean
+            test_pred = _evaluate(model, data, test_rows) * y_std + y_mean
             test_metrics = regression_metrics(targets[test_rows], test_pred)
     except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise _out_of_memory(config, batch_size, n_parameters, exc) from exc
+        raise _out_of_memory(config, device, batch_size, n_parameters, exc) from exc
 
     return TrainResult(
         epochs_trained=epochs_trained,
