@@ -11,6 +11,9 @@ written by molhpo itself; point it only at a folder no one else writes.
 
 Most featurisers need only the SMILES (``FEATURIZERS``); ``conformers_3d`` uses the geometries a
 table ships in its ``conformers`` attribute when it has them (``TABLE_FEATURIZERS``).
+
+Trials train from device copies of these features (:func:`on_device`), also made once per
+content key and device and shared: N slots training on one GPU hold one copy, not N.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -36,7 +39,12 @@ from trainer.featurize.conformers import (
     compute_conformers,
     conformers_from_table,
 )
-from trainer.featurize.descriptors import DescriptorFeatures, compute_descriptors, standardize
+from trainer.featurize.descriptors import (
+    DescriptorFeatures,
+    compute_descriptors,
+    standardization,
+    standardize,
+)
 from trainer.featurize.graphs import GraphBatch, GraphFeatures, PackedGraphs, compute_graphs
 from trainer.featurize.smiles import SmilesFeatures, compute_onehot_smiles
 
@@ -70,6 +78,12 @@ log = logging.getLogger(__name__)
 _cache: dict[str, Features] = {}
 _key_locks: dict[str, threading.Lock] = {}
 _registry_lock = threading.Lock()
+_content_keys: dict[int, str] = {}
+"""Content key of each object in ``_cache``, by id (the cache keeps them alive)."""
+_device_copies: dict[tuple[str, str, str], object] = {}
+"""(content key, device, part) -> what ``on_device`` built."""
+
+T = TypeVar("T")
 
 
 class _DiskCache:
@@ -161,14 +175,54 @@ def featurize(table: MoleculeTable, featurizer_name: str) -> Features:
                 _disk_store(key, cached)
             with _registry_lock:
                 _cache[key] = cached
+                _content_keys[id(cached)] = key
         return cached
 
 
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
+def on_device(features: Features, device: torch.device, part: str, build: Callable[[], T]) -> T:
+    """``build()``, a device form of ``features`` (``part`` names which, e.g. "packed"), made
+    once per (content key, device, part) and shared by every trial; treat it as read-only.
+
+    ``features`` must come from :func:`featurize` to be shared; any other object has no content
+    key and gets its own ``build()`` at every call. On CUDA the copy is complete before it is
+    shared (its stream is synchronised once), so trials on other streams may read it at once.
+    """
+    with _registry_lock:
+        key = _content_keys.get(id(features))
+        if key is None or _cache.get(key) is not features:
+            key = None
+    if key is None:
+        return build()
+    name = (key, _device_name(device), part)
+    with _registry_lock:
+        if name in _device_copies:
+            return _device_copies[name]  # type: ignore[return-value]
+        lock = _key_locks.setdefault("\0".join(name), threading.Lock())
+    with lock:
+        with _registry_lock:
+            if name in _device_copies:
+                return _device_copies[name]  # type: ignore[return-value]
+        built = build()
+        if device.type == "cuda":
+            torch.cuda.current_stream(device).synchronize()
+        with _registry_lock:
+            _device_copies[name] = built
+        return built
+
+
 def clear_cache() -> None:
-    """Forget all cached features (for tests and memory-pressure handling)."""
+    """Forget all cached features and their device copies (for tests and memory pressure)."""
     with _registry_lock:
         _cache.clear()
         _key_locks.clear()
+        _content_keys.clear()
+        _device_copies.clear()
 
 
 __all__ = [
@@ -187,6 +241,8 @@ __all__ = [
     "clear_cache",
     "content_key",
     "featurize",
+    "on_device",
     "set_disk_cache",
+    "standardization",
     "standardize",
 ]

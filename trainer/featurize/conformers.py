@@ -23,7 +23,7 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import rdDepictor, rdDistGeom, rdForceFieldHelpers
 
 from molhpo.errors import InvalidArgument
-from trainer.featurize.graphs import _ragged_arange
+from trainer.featurize.graphs import ptr_on, segment_rows, segment_total
 
 EMBED_SEED = 0xF00D
 """Random seed of every ETKDG embedding (features must not depend on the trial's seed)."""
@@ -60,34 +60,38 @@ class PackedConformers:
 
     z [total_atoms] (int64) and pos [total_atoms, 3] (float32) are the molecules' atoms one after
     another; molecule g owns rows node_ptr[g]:node_ptr[g+1] (numpy int64, [n_molecules + 1]).
+    ``ptr_on_device`` is node_ptr as a tensor on the device of z, set by ``to`` (None: made from
+    the numpy array at every ``batch``).
     """
 
     z: torch.Tensor
     pos: torch.Tensor
     node_ptr: np.ndarray
+    ptr_on_device: torch.Tensor | None = None
 
     @property
     def num_graphs(self) -> int:
         return len(self.node_ptr) - 1
 
     def to(self, device: torch.device | str) -> PackedConformers:
-        """The same conformers with their tensors on ``device``."""
+        """The same conformers with their tensors (and offsets) on ``device``."""
+        device = torch.device(device)
         return PackedConformers(
-            z=self.z.to(device), pos=self.pos.to(device), node_ptr=self.node_ptr
+            z=self.z.to(device),
+            pos=self.pos.to(device),
+            node_ptr=self.node_ptr,
+            ptr_on_device=ptr_on(self.node_ptr, device),
         )
 
-    def batch(self, graph_ids: np.ndarray) -> ConformerBatch:
-        """Molecules ``graph_ids`` (in that order) as one ConformerBatch."""
+    def batch(self, graph_ids: np.ndarray, on_device: torch.Tensor | None = None) -> ConformerBatch:
+        """Molecules ``graph_ids`` (in that order) as one ConformerBatch; ``on_device``: the
+        same ids already on the device of z (see ``PackedGraphs.batch``)."""
         ids = np.asarray(graph_ids, dtype=np.int64)
-        counts = self.node_ptr[ids + 1] - self.node_ptr[ids]
-        rows = torch.from_numpy(_ragged_arange(self.node_ptr[ids], counts)).to(self.z.device)
-        batch = np.repeat(np.arange(len(ids), dtype=np.int64), counts)
-        return ConformerBatch(
-            z=self.z[rows],
-            pos=self.pos[rows],
-            batch=torch.from_numpy(batch).to(self.z.device),
-            num_graphs=len(ids),
-        )
+        device = self.z.device
+        ptr = ptr_on(self.node_ptr, device) if self.ptr_on_device is None else self.ptr_on_device
+        ids_t = torch.from_numpy(ids).to(device) if on_device is None else on_device
+        rows, batch, _ = segment_rows(ptr, ids_t, segment_total(self.node_ptr, ids))
+        return ConformerBatch(z=self.z[rows], pos=self.pos[rows], batch=batch, num_graphs=len(ids))
 
 
 @dataclass(frozen=True)

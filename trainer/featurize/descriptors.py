@@ -57,13 +57,9 @@ def compute_descriptors(smiles: list[str]) -> DescriptorFeatures:
     return DescriptorFeatures(values=values, names=descriptor_names())
 
 
-def standardize(values: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
-    """``values`` standardised with the mean/std of ``train_rows``, as a float32 matrix.
-
-    Shapes: values [n, d], train_rows [n_train] (row indices) -> [n, d]. Columns that are
-    constant on the training rows get std 1 (so they become 0), and missing (NaN) or non-finite
-    entries become 0, i.e. the training mean.
-    """
+def standardization(values: np.ndarray, train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean [d] and standard deviation [d] (float64) ``standardize`` uses: those of the
+    finite values of ``train_rows``; 0 and 1 for columns with none, std 1 for constant ones."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
         train = values[train_rows]
@@ -72,6 +68,17 @@ def standardize(values: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
         std = np.nanstd(train, axis=0)
     mean = np.where(np.isfinite(mean), mean, 0.0)
     std = np.where(np.isfinite(std) & (std > 0.0), std, 1.0)
+    return mean, std
+
+
+def standardize(values: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
+    """``values`` standardised with the mean/std of ``train_rows``, as a float32 matrix.
+
+    Shapes: values [n, d], train_rows [n_train] (row indices) -> [n, d]. Columns that are
+    constant on the training rows get std 1 (so they become 0), and missing (NaN) or non-finite
+    entries become 0, i.e. the training mean.
+    """
+    mean, std = standardization(values, train_rows)
     with np.errstate(over="ignore", invalid="ignore"):
         out = (values - mean) / std
     out[~np.isfinite(out)] = 0.0

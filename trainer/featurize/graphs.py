@@ -106,11 +106,36 @@ class GraphBatch:
     num_graphs: int
 
 
-def _ragged_arange(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + c)`` for each (s, c), without a Python loop."""
-    total = int(counts.sum())
-    offsets = np.repeat(starts - (np.cumsum(counts) - counts), counts)
-    return np.arange(total, dtype=np.int64) + offsets
+def segment_rows(
+    ptr: torch.Tensor, ids: torch.Tensor, total: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows of segments ``ids`` of a packed tensor, one segment after another.
+
+    ptr [n_segments + 1] (segment s owns rows ptr[s]:ptr[s+1]), ids [k] (segments wanted, in
+    order), ``total`` = the number of rows they own (the caller knows it from a host copy of
+    ``ptr``) -> rows [total] (concatenated ``arange(ptr[s], ptr[s+1])``), owner [total] (position
+    in ``ids`` of each row's segment), first [k] (where each segment starts in ``rows``).
+
+    Everything stays on the device of ``ptr``: ``output_size`` tells ``repeat_interleave`` the
+    output length, so no value is read back and the host never waits for the device.
+    """
+    starts = ptr[ids]
+    counts = ptr[ids + 1] - starts
+    first = torch.cumsum(counts, 0) - counts
+    positions = torch.arange(ids.shape[0], device=ptr.device)
+    owner = torch.repeat_interleave(positions, counts, output_size=total)
+    rows = torch.arange(total, device=ptr.device) + (starts - first)[owner]
+    return rows, owner, first
+
+
+def segment_total(ptr: np.ndarray, ids: np.ndarray) -> int:
+    """Rows owned by segments ``ids`` of a packed tensor whose offsets are ``ptr`` (host)."""
+    return int((ptr[ids + 1] - ptr[ids]).sum())
+
+
+def ptr_on(ptr: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``ptr`` as an int64 tensor on ``device`` (no copy on the host)."""
+    return torch.from_numpy(ptr).to(device)
 
 
 @dataclass(frozen=True)
@@ -120,7 +145,8 @@ class PackedGraphs:
     x [total_nodes, F] and edge_attr [total_edges, B] are the graphs' rows one after another;
     edge_index [2, total_edges] holds node indices local to each graph (0-based); graph g owns
     node rows node_ptr[g]:node_ptr[g+1] and edge rows edge_ptr[g]:edge_ptr[g+1] (numpy int64,
-    [n_graphs + 1]).
+    [n_graphs + 1]). ``ptr_on_device`` holds node_ptr and edge_ptr as tensors on the device of
+    x, set by ``to`` (None: made from the numpy arrays at every ``batch``).
     """
 
     x: torch.Tensor
@@ -128,41 +154,48 @@ class PackedGraphs:
     edge_attr: torch.Tensor
     node_ptr: np.ndarray
     edge_ptr: np.ndarray
+    ptr_on_device: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def num_graphs(self) -> int:
         return len(self.node_ptr) - 1
 
     def to(self, device: torch.device | str) -> PackedGraphs:
-        """The same graphs with their tensors on ``device`` (self when already there)."""
+        """The same graphs with their tensors (and offsets) on ``device``."""
+        device = torch.device(device)
         return PackedGraphs(
             x=self.x.to(device),
             edge_index=self.edge_index.to(device),
             edge_attr=self.edge_attr.to(device),
             node_ptr=self.node_ptr,
             edge_ptr=self.edge_ptr,
+            ptr_on_device=(ptr_on(self.node_ptr, device), ptr_on(self.edge_ptr, device)),
         )
 
-    def batch(self, graph_ids: np.ndarray) -> GraphBatch:
+    def batch(self, graph_ids: np.ndarray, on_device: torch.Tensor | None = None) -> GraphBatch:
         """Graphs ``graph_ids`` (in that order) as one GraphBatch, equal to what
-        ``torch_geometric.data.Batch.from_data_list`` builds from the same Data objects."""
+        ``torch_geometric.data.Batch.from_data_list`` builds from the same Data objects.
+
+        ``on_device``: the same ids already on the device of x (e.g. a slice of an epoch's
+        order copied there once), so building the batch copies nothing from the host and never
+        waits for the device; without it, ``graph_ids`` are copied there first.
+        """
         ids = np.asarray(graph_ids, dtype=np.int64)
-        node_counts = self.node_ptr[ids + 1] - self.node_ptr[ids]
-        edge_counts = self.edge_ptr[ids + 1] - self.edge_ptr[ids]
-        node_rows = _ragged_arange(self.node_ptr[ids], node_counts)
-        edge_rows = _ragged_arange(self.edge_ptr[ids], edge_counts)
-        first_node = np.cumsum(node_counts) - node_counts  # where each graph starts in the batch
-        edge_shift = np.repeat(first_node, edge_counts)
-        batch = np.repeat(np.arange(len(ids), dtype=np.int64), node_counts)
         device = self.x.device
-        node_rows_t = torch.from_numpy(node_rows).to(device)
-        edge_rows_t = torch.from_numpy(edge_rows).to(device)
-        edge_index = self.edge_index[:, edge_rows_t] + torch.from_numpy(edge_shift).to(device)
+        if self.ptr_on_device is None:
+            node_ptr, edge_ptr = ptr_on(self.node_ptr, device), ptr_on(self.edge_ptr, device)
+        else:
+            node_ptr, edge_ptr = self.ptr_on_device
+        ids_t = torch.from_numpy(ids).to(device) if on_device is None else on_device
+        node_rows, batch, first_node = segment_rows(
+            node_ptr, ids_t, segment_total(self.node_ptr, ids)
+        )
+        edge_rows, edge_graph, _ = segment_rows(edge_ptr, ids_t, segment_total(self.edge_ptr, ids))
         return GraphBatch(
-            x=self.x[node_rows_t],
-            edge_index=edge_index,
-            edge_attr=self.edge_attr[edge_rows_t],
-            batch=torch.from_numpy(batch).to(device),
+            x=self.x[node_rows],
+            edge_index=self.edge_index[:, edge_rows] + first_node[edge_graph],
+            edge_attr=self.edge_attr[edge_rows],
+            batch=batch,
             num_graphs=len(ids),
         )
 

@@ -74,7 +74,10 @@ class SmilesFeatures:
     def one_hot(self, rows: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
         """One-hot matrices of molecules ``rows`` (all when None): float32 [len(rows),
         alphabet, max_len], on the device of ``tokens``; column j is the j-th token."""
-        tokens = self.tokens if rows is None else self.tokens[torch.as_tensor(rows)]
+        if rows is None:
+            tokens = self.tokens
+        else:
+            tokens = self.tokens[rows if isinstance(rows, torch.Tensor) else torch.as_tensor(rows)]
         return F.one_hot(tokens, len(self.alphabet)).transpose(1, 2).float()
 
     def to(self, device: torch.device | str) -> SmilesFeatures:

@@ -96,14 +96,19 @@ class EGNN(nn.Module):
         self.head = nn.Sequential(nn.Linear(hidden_channels, hidden_channels), nn.SiLU(), out_layer)
 
     def encode(
-        self, z: torch.Tensor, pos: torch.Tensor, batch: torch.Tensor
+        self,
+        z: torch.Tensor,
+        pos: torch.Tensor,
+        batch: torch.Tensor,
+        pairs: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Final node features (invariant) and coordinates (equivariant).
 
-        z [n_atoms] atomic numbers, pos [n_atoms, 3], batch [n_atoms] -> (h [n_atoms, hidden],
-        x [n_atoms, 3]).
+        z [n_atoms] atomic numbers, pos [n_atoms, 3], batch [n_atoms], pairs [2, n_edges] (the
+        batch's ``molecule_pairs`` at ``self.cutoff``, e.g. from a ``PairTable``; None: found
+        here) -> (h [n_atoms, hidden], x [n_atoms, 3]).
         """
-        edge_index, _ = molecule_pairs(pos, batch, self.cutoff)
+        edge_index = molecule_pairs(pos, batch, self.cutoff)[0] if pairs is None else pairs
         h = self.embedding(z.clamp(max=MAX_ATOMIC_NUMBER - 1))
         x = pos
         for layer in self.layers:
@@ -112,9 +117,15 @@ class EGNN(nn.Module):
         return h, x
 
     def forward(
-        self, z: torch.Tensor, pos: torch.Tensor, batch: torch.Tensor, num_graphs: int
+        self,
+        z: torch.Tensor,
+        pos: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+        pairs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """z [n_atoms], pos [n_atoms, 3], batch [n_atoms] -> predictions [num_graphs]."""
-        h, _ = self.encode(z, pos, batch)
+        """z [n_atoms], pos [n_atoms, 3], batch [n_atoms], pairs [2, n_edges] or None (see
+        ``encode``) -> predictions [num_graphs]."""
+        h, _ = self.encode(z, pos, batch, pairs)
         out: torch.Tensor = self.head(self.pool(h, batch, size=num_graphs)).squeeze(-1)
         return out

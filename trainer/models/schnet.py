@@ -7,6 +7,10 @@ graph comes from ``trainer.models.geometry.molecule_pairs`` instead (all atom pa
 molecule closer than ``cutoff``), so no extra package is needed. Unlike ``radius_graph`` there
 is no cap on the number of neighbours per atom. The output layer starts at zero (every
 prediction starts at the standardised mean); SchNet.reset_parameters would undo that.
+
+``forward`` runs PyG's layers in PyG's order but passes the number of molecules to the readout
+(PyG's own forward reads it back from the device in every batch) and takes the batch's pairs
+from a ``PairTable`` when the caller has one.
 """
 
 from __future__ import annotations
@@ -56,9 +60,31 @@ class SchNet(nn.Module):
         # atoms does not begin with huge errors on standardised targets
         nn.init.zeros_(self.net.lin2.weight)
 
+    @property
+    def cutoff(self) -> float:
+        """The interaction radius in Å (pairs farther apart are not connected)."""
+        return float(self.net.cutoff)
+
     def forward(
-        self, z: torch.Tensor, pos: torch.Tensor, batch: torch.Tensor, num_graphs: int
+        self,
+        z: torch.Tensor,
+        pos: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+        pairs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """z [n_atoms], pos [n_atoms, 3], batch [n_atoms] -> predictions [num_graphs]."""
-        out: torch.Tensor = self.net(z, pos, batch).reshape(num_graphs)
-        return out
+        """z [n_atoms], pos [n_atoms, 3], batch [n_atoms], pairs [2, n_edges] (the batch's
+        ``molecule_pairs`` at ``cutoff``; None: found here) -> predictions [num_graphs]."""
+        net = self.net
+        h = net.embedding(z)
+        if pairs is None:
+            edge_index, distance = molecule_pairs(pos, batch, self.cutoff)
+        else:
+            edge_index = pairs
+            distance = (pos[pairs[0]] - pos[pairs[1]]).norm(dim=-1)
+        expanded = net.distance_expansion(distance)
+        for interaction in net.interactions:
+            h = h + interaction(h, edge_index, distance, expanded)
+        h = net.lin2(net.act(net.lin1(h)))
+        out: torch.Tensor = net.readout(h, batch, dim=0, dim_size=num_graphs)
+        return out.reshape(num_graphs)

@@ -71,14 +71,17 @@ from trainer.featurize import (
     GraphFeatures,
     SmilesFeatures,
     featurize,
-    standardize,
+    on_device,
+    standardization,
 )
 from trainer.models import build_model
+from trainer.models.geometry import PairTable, pair_table
 from trainer.models.gnn import AttentiveFPRegressor
 from trainer.models.mlp import MLP, SeededDropout
 from trainer.models.schnet import SchNet
 from trainer.predict import checkpoint_inputs, data_request_dict
 from trainer.training.metrics import regression_metrics
+from trainer.training.streams import on_own_stream
 from trainer.training.synthetic import train_synthetic
 
 EVAL_BATCH_SIZE = 1024
@@ -230,36 +233,91 @@ def _report_first_forward(model: nn.Module, requested: str | None) -> None:
     handle = model.register_forward_pre_hook(hook)
 
 
+class _Predict(Protocol):
+    def __call__(
+        self, model: nn.Module, rows: np.ndarray, on_device: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Predictions [len(rows)] of ``model`` for molecules ``rows``; ``on_device``: the same
+        row numbers already on the device (else they are copied there)."""
+
+
+def _nothing_to_prepare(model: nn.Module) -> None:
+    return None
+
+
 @dataclass
 class _Data:
-    """A trial's inputs on its device, behind one ``predict(model, rows)`` for both input kinds.
+    """A trial's inputs on its device, behind one ``predict(model, rows, on_device)`` for every
+    input kind.
 
     ``y`` [n] holds the standardised targets of every molecule (float32, on the device).
+    ``prepare(model)`` builds, before the first batch, what batches of this model need beyond
+    the features (the pair table of a geometric model); ``predict`` would otherwise build it
+    on first use.
+
+    The features themselves are the shared device copies of ``trainer.featurize.on_device``
+    (one per content and device for all slots), and a batch is gathered from them on the
+    device: given the rows there, ``predict`` copies nothing from the host and reads nothing
+    back, so the host queues batch after batch without waiting for the device.
     """
 
-    predict: Callable[[nn.Module, np.ndarray], torch.Tensor]
+    predict: _Predict
     y: torch.Tensor
     in_features: int
     edge_features: int
+    prepare: Callable[[nn.Module], None] = _nothing_to_prepare
+
+
+def _host_to_device(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``values`` as a tensor on ``device``. On CUDA through pinned memory with a non-blocking
+    copy, so the host does not wait for the device (the pinned buffer is kept until the copy
+    is done by torch's caching host allocator)."""
+    host = torch.from_numpy(np.ascontiguousarray(values))
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+def _rows_on(
+    rows: np.ndarray, on_device: torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
+    return _host_to_device(rows, device) if on_device is None else on_device
 
 
 def _descriptor_data(
     features: DescriptorFeatures, train_rows: np.ndarray, y: torch.Tensor, device: torch.device
 ) -> _Data:
-    x = torch.from_numpy(standardize(features.values, train_rows)).to(device)
+    # The raw descriptors (float64) are shared; each batch is standardised with this trial's
+    # training statistics as ``standardize`` does, in float64, then cast to float32.
+    raw = on_device(
+        features,
+        device,
+        "values",
+        lambda: torch.tensor(features.values, dtype=torch.float64, device=device),
+    )
+    mean, std = (
+        _host_to_device(v.astype(np.float64), device)
+        for v in standardization(features.values, train_rows)
+    )
 
-    def predict(model: nn.Module, rows: np.ndarray) -> torch.Tensor:
-        out: torch.Tensor = model(x[torch.from_numpy(rows).to(device)])
+    def predict(
+        model: nn.Module, rows: np.ndarray, on_device: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = (raw[_rows_on(rows, on_device, device)] - mean) / std
+        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).float()
+        out: torch.Tensor = model(x)
         return out
 
     return _Data(predict=predict, y=y, in_features=features.num_features, edge_features=0)
 
 
 def _graph_data(features: GraphFeatures, y: torch.Tensor, device: torch.device) -> _Data:
-    packed = features.packed.to(device)
+    packed = on_device(features, device, "packed", lambda: features.packed.to(device))
 
-    def predict(model: nn.Module, rows: np.ndarray) -> torch.Tensor:
-        b = packed.batch(rows)
+    def predict(
+        model: nn.Module, rows: np.ndarray, on_device: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        b = packed.batch(rows, _rows_on(rows, on_device, device))
         out: torch.Tensor = model(b.x, b.edge_index, b.edge_attr, b.batch, b.num_graphs)
         return out
 
@@ -272,24 +330,45 @@ def _graph_data(features: GraphFeatures, y: torch.Tensor, device: torch.device) 
 
 
 def _smiles_data(features: SmilesFeatures, y: torch.Tensor, device: torch.device) -> _Data:
-    on_device = features.to(device)
+    tokens = on_device(features, device, "tokens", lambda: features.to(device))
 
-    def predict(model: nn.Module, rows: np.ndarray) -> torch.Tensor:
-        out: torch.Tensor = model(on_device.one_hot(torch.from_numpy(rows).to(device)))
+    def predict(
+        model: nn.Module, rows: np.ndarray, on_device: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        out: torch.Tensor = model(tokens.one_hot(_rows_on(rows, on_device, device)))
         return out
 
     return _Data(predict=predict, y=y, in_features=features.num_features, edge_features=0)
 
 
 def _conformer_data(features: ConformerFeatures, y: torch.Tensor, device: torch.device) -> _Data:
-    packed = features.packed.to(device)
+    packed = on_device(features, device, "packed", lambda: features.packed.to(device))
+    tables: dict[float, PairTable] = {}  # this trial's pair graphs, by cutoff
 
-    def predict(model: nn.Module, rows: np.ndarray) -> torch.Tensor:
-        b = packed.batch(rows)
-        out: torch.Tensor = model(b.z, b.pos, b.batch, b.num_graphs)
+    def pairs_of(model: nn.Module) -> PairTable | None:
+        cutoff = getattr(model, "cutoff", None)
+        if cutoff is None:
+            return None
+        if cutoff not in tables:
+            tables[cutoff] = pair_table(packed.pos, packed.node_ptr, float(cutoff))
+        return tables[cutoff]
+
+    def prepare(model: nn.Module) -> None:
+        pairs_of(model)
+
+    def predict(
+        model: nn.Module, rows: np.ndarray, on_device: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        ids = _rows_on(rows, on_device, device)
+        b = packed.batch(rows, ids)
+        table = pairs_of(model)
+        pairs = None if table is None else table.batch(rows, ids)
+        out: torch.Tensor = model(b.z, b.pos, b.batch, b.num_graphs, pairs)
         return out
 
-    return _Data(predict=predict, y=y, in_features=features.num_features, edge_features=0)
+    return _Data(
+        predict=predict, y=y, in_features=features.num_features, edge_features=0, prepare=prepare
+    )
 
 
 _PER_TABLE_FIELDS = frozenset(
@@ -615,6 +694,37 @@ def _is_better(value: float, best: float | None, direction: str) -> bool:
     return value < best if direction == "minimize" else value > best
 
 
+def _train_step(
+    model: nn.Module,
+    data: _Data,
+    rows: np.ndarray,
+    rows_on_device: torch.Tensor,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    autocast: Callable[[], AbstractContextManager[Any]],
+    grad_clip: float,
+) -> torch.Tensor:
+    """One optimisation step on molecules ``rows`` (``rows_on_device``: the same on the
+    device); returns the batch's summed loss (a 0-d tensor on the device, never read here).
+
+    Nothing in it makes the host wait for the device (``trainer.training.sync_guard`` checks
+    this for every family), except the float16 gradient scaler's overflow check, used only on
+    GPUs without native bfloat16.
+    """
+    with autocast():
+        pred = data.predict(model, rows, rows_on_device)
+    loss = loss_fn(pred.float(), data.y[rows_on_device])
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach() * len(rows)
+
+
 class ResumeStore(Protocol):
     """Where a trial keeps the state it resumes from after its trainer was lost."""
 
@@ -701,6 +811,7 @@ class CheckpointSink(Protocol):
         """Keep a checkpoint."""
 
 
+@on_own_stream
 def train(
     config: TrainConfig,
     on_epoch: Callable[[EpochResult], bool],
@@ -833,21 +944,24 @@ def _train(
             epoch_started = time.perf_counter()
             model.train()
             order = order_rng.permutation(train_rows)
+            # One copy of the epoch's order to the device; batches slice it there.
+            order_on_device = _host_to_device(order, device)
+            data.prepare(model)
             total = torch.zeros((), device=device)
             for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                with autocast():
-                    pred = data.predict(model, rows)
-                loss = loss_fn(pred.float(), y[torch.from_numpy(rows).to(device)])
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if grad_clip > 0.0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                total += loss.detach() * len(rows)
-            train_loss = float(total.item()) / len(order)
+                end = start + batch_size
+                total += _train_step(
+                    model,
+                    data,
+                    order[start:end],
+                    order_on_device[start:end],
+                    loss_fn,
+                    optimizer,
+                    scaler,
+                    autocast,
+                    grad_clip,
+                )
+            train_loss = float(total.item()) / len(order)  # the epoch's one wait for the device
             if not math.isfinite(train_loss):
                 raise DivergedError(
                     f"training loss became {train_loss} at epoch {step}; lower lr (now {lr:g}) "

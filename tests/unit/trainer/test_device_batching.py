@@ -1,0 +1,197 @@
+"""Batches built on the device: packed graphs and conformers, pair tables, shared device copies,
+and the model forwards rewritten to pass sizes instead of reading them back."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from trainer import featurize
+from trainer.datasets import load_table
+from trainer.datasets.request import DatasetRequest
+from trainer.featurize.conformers import compute_conformers
+from trainer.featurize.graphs import (
+    NUM_ATOM_FEATURES,
+    NUM_BOND_FEATURES,
+    PackedGraphs,
+    compute_graphs,
+    segment_rows,
+)
+from trainer.models import geometry, gnn
+from trainer.models.egnn import EGNN
+from trainer.models.geometry import molecule_pairs, pair_table
+from trainer.models.gnn import GAT, GCN, AttentiveFPRegressor
+from trainer.models.schnet import SchNet
+from trainer.training import loop
+from trainer.training.streams import own_stream
+
+SMILES = ["CCO", "c1ccccc1Cl", "C", "CC(=O)N", "[Na+].[Cl-]", "O"]
+
+
+def test_segment_rows_concatenates_the_segments_in_order() -> None:
+    ptr = torch.tensor([0, 2, 2, 5, 6])
+    rows, owner, first = segment_rows(ptr, torch.tensor([2, 0, 1, 3]), total=6)
+    assert rows.tolist() == [2, 3, 4, 0, 1, 5]
+    assert owner.tolist() == [0, 0, 0, 1, 1, 3]
+    assert first.tolist() == [0, 3, 5, 5]
+
+
+@pytest.mark.parametrize("ids", [[5, 0, 3], [2], [4, 1, 2, 0, 5, 3]])
+def test_graph_batches_from_ids_on_the_device_equal_pyg(ids: list[int]) -> None:
+    features = compute_graphs(SMILES)
+    packed = features.packed.to("cpu")
+    rows = np.array(ids)
+    ours = packed.batch(rows, torch.from_numpy(rows))
+    ref = Batch.from_data_list([features.graphs[i] for i in ids])
+    assert torch.equal(ours.x, ref.x)
+    assert torch.equal(ours.edge_index, ref.edge_index)
+    assert torch.equal(ours.edge_attr, ref.edge_attr)
+    assert torch.equal(ours.batch, ref.batch)
+    assert ours.num_graphs == len(ids)
+
+
+@pytest.mark.parametrize("cutoff", [0.0, 1.2, 2.5])
+@pytest.mark.parametrize("chunk", [4, 1 << 22])
+def test_pair_table_batches_equal_molecule_pairs(
+    cutoff: float, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(geometry, "PAIR_CHUNK", chunk)  # 4: one molecule per chunk
+    packed = compute_conformers(SMILES).packed.to("cpu")
+    table = pair_table(packed.pos, packed.node_ptr, cutoff)
+    for ids in ([2, 0, 4], [0, 1, 2, 3, 4, 5], [1], [2], [5, 3]):
+        rows = np.array(ids)
+        b = packed.batch(rows, torch.from_numpy(rows))
+        expected, _ = molecule_pairs(b.pos, b.batch, cutoff)
+        assert torch.equal(table.batch(rows, torch.from_numpy(rows)), expected)
+
+
+def _graph_batch() -> tuple[torch.Tensor, ...]:
+    b = compute_graphs(SMILES).packed.batch(np.arange(len(SMILES)))
+    return b.x, b.edge_index, b.edge_attr, b.batch
+
+
+@pytest.mark.parametrize("family", ["gcn", "gat"])
+def test_self_loops_appended_by_us_equal_pygs_own(
+    family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    model: torch.nn.Module
+    if family == "gcn":
+        model = GCN(NUM_ATOM_FEATURES, 16, 2, 0.0, "mean")
+    else:
+        model = GAT(NUM_ATOM_FEATURES, 16, 2, 4, 0.0, "add")
+    model.eval()
+    x, edge_index, edge_attr, batch = _graph_batch()
+    ours = model(x, edge_index, edge_attr, batch, len(SMILES))
+    reference = copy.deepcopy(model)
+    for conv in reference.convs:  # type: ignore[union-attr]
+        conv.add_self_loops = True  # PyG's layers add the loops themselves
+    monkeypatch.setattr(gnn, "with_self_loops", lambda e, n: e)
+    assert torch.equal(ours, reference(x, edge_index, edge_attr, batch, len(SMILES)))
+
+
+def test_attentivefp_forward_equals_pygs() -> None:
+    torch.manual_seed(0)
+    model = AttentiveFPRegressor(NUM_ATOM_FEATURES, NUM_BOND_FEATURES, 16, 3, 2, 0.0).eval()
+    x, edge_index, edge_attr, batch = _graph_batch()
+    ours = model(x, edge_index, edge_attr, batch, len(SMILES))
+    assert torch.equal(ours, model.net(x, edge_index, edge_attr, batch).squeeze(-1))
+
+
+def test_schnet_and_egnn_with_a_pair_table_equal_their_own_pairs() -> None:
+    torch.manual_seed(0)
+    packed = compute_conformers(SMILES).packed.to("cpu")
+    rows = np.array([3, 1, 0, 5, 2])
+    ids = torch.from_numpy(rows)
+    b = packed.batch(rows, ids)
+    schnet = SchNet(16, 16, 2, 20, 2.5, "add")
+    torch.nn.init.normal_(schnet.net.lin2.weight)  # not the zero start: outputs differ
+    schnet.eval()
+    pyg = schnet.net(b.z, b.pos, b.batch).reshape(len(rows))
+    assert torch.equal(schnet(b.z, b.pos, b.batch, len(rows)), pyg)
+    with_table = pair_table(packed.pos, packed.node_ptr, schnet.cutoff).batch(rows, ids)
+    assert torch.equal(schnet(b.z, b.pos, b.batch, len(rows), with_table), pyg)
+    egnn = EGNN(16, 2, 0.0, "add", cutoff=0.0)
+    torch.nn.init.normal_(egnn.head[2].weight)
+    egnn.eval()
+    all_pairs = pair_table(packed.pos, packed.node_ptr, 0.0).batch(rows, ids)
+    assert torch.equal(
+        egnn(b.z, b.pos, b.batch, len(rows), all_pairs), egnn(b.z, b.pos, b.batch, len(rows))
+    )
+
+
+def test_device_copies_are_made_once_per_content_and_shared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    featurize.clear_cache()
+    table = load_table(DatasetRequest(name="freesolv"), ())
+    features = featurize.featurize(table, "graph")
+    # two trials' data on one device: one copy between them
+    copies: list[str] = []
+    to = PackedGraphs.to
+    monkeypatch.setattr(PackedGraphs, "to", lambda self, d: copies.append(str(d)) or to(self, d))
+    for _ in range(2):
+        loop._graph_data(features, torch.zeros(len(table)), torch.device("cpu"))  # type: ignore[arg-type]
+    assert copies == ["cpu"]
+    built: list[int] = []
+
+    def build() -> object:
+        built.append(1)
+        return features.packed.to("cpu")  # type: ignore[union-attr]
+
+    first = featurize.on_device(features, torch.device("cpu"), "probe", build)
+    again = featurize.on_device(features, torch.device("cpu"), "probe", build)
+    assert first is again and len(built) == 1
+    # features that did not come from featurize() are not shared
+    loose = compute_graphs(["CCO"])
+    featurize.on_device(loose, torch.device("cpu"), "probe", build)
+    featurize.on_device(loose, torch.device("cpu"), "probe", build)
+    assert len(built) == 3
+    featurize.clear_cache()
+    featurize.on_device(features, torch.device("cpu"), "probe", build)
+    assert len(built) == 4  # clearing the cache forgets the device copies
+
+
+def test_descriptor_batches_equal_the_standardised_matrix() -> None:
+    featurize.clear_cache()
+    table = load_table(DatasetRequest(name="freesolv"), ())
+    features = featurize.featurize(table, "rdkit_descriptors")
+    train_rows = np.arange(0, len(table), 2)
+    expected = torch.from_numpy(featurize.standardize(features.values, train_rows))  # type: ignore[arg-type]
+    data = loop._descriptor_data(features, train_rows, torch.zeros(1), torch.device("cpu"))  # type: ignore[arg-type]
+    rows = np.array([5, 1, 400, 3])
+    assert torch.equal(data.predict(lambda x: x, rows), expected[rows])  # type: ignore[arg-type]
+
+
+def test_own_stream_is_a_no_op_off_cuda() -> None:
+    with own_stream("cpu") as stream:
+        assert stream is None
+    with own_stream(None) as stream:
+        assert stream is None
+    with own_stream("not a device") as stream:
+        assert stream is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_own_stream_gives_each_thread_its_own_cuda_stream() -> None:
+    import threading
+
+    seen: list[int] = []
+
+    def trial() -> None:
+        with own_stream("cuda") as stream:
+            assert stream is not None
+            assert torch.cuda.current_stream() == stream
+            seen.append(stream.cuda_stream)
+
+    threads = [threading.Thread(target=trial) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen)) == 2
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
