@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from coordinator.retry import DEFAULT_MAX_ATTEMPTS
 from molhpo.startup_checks import split_address
 
 
@@ -38,7 +39,9 @@ class CoordinatorSettings(BaseSettings):
     lease_s: float = Field(
         15.0, gt=0, description="a trial whose trainer stops listing it this long is run again"
     )
-    max_attempts: int = Field(4, ge=1, description="dispatches of a trial at most (retries + 1)")
+    max_attempts: int = Field(
+        DEFAULT_MAX_ATTEMPTS, ge=1, description="dispatches of a trial at most (retries + 1)"
+    )
     decision_timeout_s: float = Field(
         30.0, gt=0, description="trainers wait this long for a pruning decision"
     )
