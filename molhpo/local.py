@@ -21,6 +21,7 @@ from pathlib import Path
 import redis
 
 from molhpo.errors import FailedPrecondition, Unavailable
+from trainer.cpus import threads_per_slot, usable_cpus
 
 STACK_FILE = "stack.json"
 _START_TIMEOUT_S = 120.0
@@ -175,7 +176,7 @@ class LocalStack:
         self.coordinator_metrics = wait_for_line(log, "metrics http", proc, 5).split()[-1]
         started = []
         # One machine: share its cores among every trial slot, so torch never oversubscribes.
-        threads = max((os.cpu_count() or 1) // max(self.n_trainers * self.slots, 1), 1)
+        threads = threads_per_slot(0, self.n_trainers * self.slots, usable_cpus())
         for i in range(self.n_trainers):
             started.append(
                 self._spawn(

@@ -20,6 +20,7 @@ from storage.artifacts import ArtifactStore
 from storage.keys import RedisKeys
 from storage.redis_conn import check_reachable, connect
 from trainer import catalogue
+from trainer.cpus import threads_per_slot, usable_cpus
 from trainer.datasets.user import USER_FORMATS
 from trainer.featurize import set_disk_cache
 from trainer.membership import MembershipAgent
@@ -193,7 +194,8 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
         settings.tls_ca, settings.tls_client_cert, settings.tls_client_key, settings.tls_server_name
     )
 
-    threads = settings.torch_threads or max((os.cpu_count() or 1) // settings.slots, 1)
+    # The pod's CPU limit (cgroup quota), not the node's cores, bounds the threads worth having.
+    threads = threads_per_slot(settings.torch_threads, settings.slots, usable_cpus())
     torch.set_num_threads(threads)
     set_disk_cache(Path(settings.cache_dir) if settings.cache_dir else None)
     trainer_id = settings.trainer_id or f"{socket.gethostname()}-{os.getpid()}"
