@@ -211,7 +211,13 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
         ArtifactStore(artifact_root) if artifact_root else None,
     )
     metrics.registry.register(BusyCollector(worker.busy_seconds))
-    metrics.registry.register(GpuCollector())
+    metrics.registry.register(
+        GpuCollector(
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+            expect_gpu=settings.device.startswith("cuda")
+            or (settings.device == "auto" and torch.cuda.is_available()),
+        )
+    )
     server = grpc_util.new_server(
         [
             grpc_util.MetricsInterceptor(metrics.registry, "trainer"),
