@@ -1,15 +1,21 @@
 """Retry policy: which failures a trial is dispatched again for, and how often.
 
 A trainer that dies, is cut off or drains hands its trial back: the trial is dispatched again
-with the same parameters (the trainer resumes it from its last checkpoint). A trial that fails
-for a reason of its own (a diverging loss, an invalid configuration, running out of memory, a
-bug) would fail again the same way, so it is recorded as FAIL and not retried.
+with the same parameters (the trainer resumes it from its last checkpoint). So is a trial that
+ran out of memory: on a GPU shared by several slots (or processes) the memory may have gone to
+its neighbours, so it is a resource failure, and another attempt, elsewhere or beside fewer
+trials, may well fit; the bound on attempts stops a trial that is simply too big. A trial that
+fails for a reason of its own (a diverging loss, an invalid configuration, a bug) would fail
+again the same way, so it is recorded as FAIL and not retried.
 """
 
 from __future__ import annotations
 
-RETRYABLE = frozenset({"trainer_lost", "lease_expired", "drained"})
-"""Failure classes that say nothing about the trial itself."""
+OUT_OF_MEMORY = "out_of_memory"
+"""Failure class of a trial that ran out of device or host memory (the trainer's name for it)."""
+
+RETRYABLE = frozenset({"trainer_lost", "lease_expired", "drained", OUT_OF_MEMORY})
+"""Failure classes that say nothing certain about the trial itself."""
 
 DEFAULT_MAX_ATTEMPTS = 4
 

@@ -9,9 +9,10 @@ from trainer.training.loop import EpochResult, TrainConfig, TrainResult
 
 
 def config_from_spec(
-    spec: common_pb2.TrialSpec, dataset_roots: tuple[str, ...] = ()
+    spec: common_pb2.TrialSpec, dataset_roots: tuple[str, ...] = (), device: str | None = None
 ) -> TrainConfig:
-    """The training configuration a TrialSpec describes (user files under ``dataset_roots``)."""
+    """The training configuration a TrialSpec describes (user files under ``dataset_roots``),
+    to run on ``device``, the trainer's resolved device (a spec never chooses one)."""
     params: dict[str, object] = {}
     for name, v in spec.params.items():
         kind = v.WhichOneof("kind")
@@ -47,6 +48,7 @@ def config_from_spec(
             subset_seed=d.split_seed,
         ),
         dataset_roots=dataset_roots,
+        device=device,
     )
 
 

@@ -16,8 +16,9 @@ the model saw in training, without the training data:
   :attr:`Predictor.geometry_differs` reports.
 
 Predictions are in the target's units (de-standardised with ``y_mean``/``y_std``), computed in
-chunks of ``PREDICT_BATCH_SIZE`` molecules under ``torch.no_grad()`` with the model in eval
-mode. SMILES RDKit cannot parse are refused before anything is predicted, naming them.
+float32 in chunks of ``PREDICT_BATCH_SIZE`` molecules under ``torch.no_grad()`` with the model
+in eval mode, on the device given (a trainer gives its own; none given: the CPU). SMILES RDKit
+cannot parse are refused before anything is predicted, naming them.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: only tensors and plain containers
 are unpickled, so a checkpoint on a shared volume cannot run code in a serving process.
@@ -246,6 +247,12 @@ def _featurizer_of(payload: Mapping[str, Any]) -> str:
     return get_model(str(payload["model"])).featurizer
 
 
+def _parameter_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
 def _build(payload: Mapping[str, Any], where: str) -> nn.Module:
     """The checkpoint's model with its weights, in eval mode on the CPU.
 
@@ -284,7 +291,7 @@ class Predictor:
     """
 
     def __init__(
-        self, payload: Mapping[str, Any], *, path: Path | None = None, device: str = "cpu"
+        self, payload: Mapping[str, Any], *, path: Path | None = None, device: str | None = None
     ) -> None:
         where = str(path) if path is not None else "payload"
         _check_payload(payload, where)
@@ -309,8 +316,10 @@ class Predictor:
         self._alphabet_tokens: tuple[str, ...] = ()
         self._max_len = 0
         self._prepare_featurizer(payload, where)
+        self.requested_device = device
+        """The device this predictor was handed (None: none, so the CPU)."""
         try:
-            self.device = torch.device(device)
+            self.device = torch.device(device or "cpu")
         except RuntimeError as exc:
             raise InvalidArgument(f"invalid device {device!r} ({exc}); use e.g. cpu") from exc
         self.model = _build(payload, where).to(self.device)
@@ -362,13 +371,13 @@ class Predictor:
             )
 
     @classmethod
-    def from_payload(cls, payload: Mapping[str, Any], *, device: str = "cpu") -> Predictor:
+    def from_payload(cls, payload: Mapping[str, Any], *, device: str | None = None) -> Predictor:
         """A predictor from a checkpoint dict already in memory."""
         return cls(payload, device=device)
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike[str], *, device: str = "cpu", cache: bool = True
+        cls, path: str | os.PathLike[str], *, device: str | None = None, cache: bool = True
     ) -> Predictor:
         """The predictor of the checkpoint file at ``path``.
 
@@ -431,12 +440,15 @@ class Predictor:
 
     def _inputs(self, smiles: list[str]) -> torch.Tensor:
         """Standardised model outputs [len(smiles)] (float32) for one chunk of checked SMILES."""
-        model, device = self.model, self.device
+        from trainer.training.loop import report_placement  # lazy: loop imports this module
+
+        device = self.device
+        inputs: tuple[Any, ...]
         if self.featurizer == "rdkit_descriptors":
             assert self._descriptor_mean is not None and self._descriptor_std is not None
             values = compute_descriptors(smiles).values
             x = apply_statistics(values, self._descriptor_mean, self._descriptor_std)
-            out: torch.Tensor = model(torch.from_numpy(x).to(device))  # x [n, d]
+            inputs = (torch.from_numpy(x).to(device),)  # x [n, d]
         elif self.featurizer == "onehot_smiles":
             tokens = np.zeros((len(smiles), max(self._max_len, 1)), dtype=np.int64)
             for row, smi in enumerate(smiles):
@@ -445,15 +457,17 @@ class Predictor:
             one_hot = SmilesFeatures(
                 alphabet=self._alphabet_tokens, tokens=torch.from_numpy(tokens)
             )
-            out = model(one_hot.to(device).one_hot())  # [n, alphabet, max_len]
+            inputs = (one_hot.to(device).one_hot(),)  # [n, alphabet, max_len]
         elif self.featurizer == "graph":
             packed = compute_graphs(smiles).packed.to(device)
             b = packed.batch(np.arange(len(smiles)))
-            out = model(b.x, b.edge_index, b.edge_attr, b.batch, b.num_graphs)
+            inputs = (b.x, b.edge_index, b.edge_attr, b.batch, b.num_graphs)
         else:  # conformers_3d
             conformers = compute_conformers(smiles).packed.to(device)
             c = conformers.batch(np.arange(len(smiles)))
-            out = model(c.z, c.pos, c.batch, c.num_graphs)
+            inputs = (c.z, c.pos, c.batch, c.num_graphs)
+        report_placement("predict", self.requested_device, _parameter_device(self.model), inputs)
+        out: torch.Tensor = self.model(*inputs)
         return out
 
     def predict(self, smiles: Sequence[str], batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
@@ -512,7 +526,7 @@ class Ensemble:
         cls,
         paths: Sequence[str | os.PathLike[str]],
         *,
-        device: str = "cpu",
+        device: str | None = None,
         cache: bool = True,
     ) -> Ensemble:
         """An ensemble of the checkpoints at ``paths`` (see :meth:`Predictor.from_checkpoint`)."""
@@ -543,17 +557,18 @@ class Ensemble:
 # Process-wide cache
 
 
-_cache: OrderedDict[tuple[str, int, int, str], Predictor] = OrderedDict()
-_key_locks: dict[tuple[str, int, int, str], threading.Lock] = {}
+_cache: OrderedDict[tuple[str, int, int, str | None], Predictor] = OrderedDict()
+_key_locks: dict[tuple[str, int, int, str | None], threading.Lock] = {}
 _cache_lock = threading.Lock()
 
 
-def load_predictor(path: str | os.PathLike[str], *, device: str = "cpu") -> Predictor:
+def load_predictor(path: str | os.PathLike[str], *, device: str | None = None) -> Predictor:
     """The predictor of the checkpoint at ``path``, loaded once per process.
 
     Keyed by the resolved path, the file's modification time and size (a rewritten checkpoint
-    is loaded again) and the device. Thread-safe: concurrent callers for the same key wait for
-    one load; other keys load in parallel. At most PREDICTOR_CACHE_SIZE predictors are kept.
+    is loaded again) and the device (None: none given, the CPU). Thread-safe: concurrent
+    callers for the same key wait for one load; other keys load in parallel. At most
+    PREDICTOR_CACHE_SIZE predictors are kept.
     """
     p = Path(path)
     try:

@@ -129,16 +129,48 @@ def device_problem(setting: str) -> str | None:
     return None
 
 
-def describe_device(setting: str) -> str:
-    """The device trials run on, in words ("cpu", "cuda:0 (NVIDIA H100)")."""
+def resolve_device(setting: str) -> str:
+    """The device every trial and prediction of this trainer runs on, decided once at start-up
+    from the ``device`` setting: ``auto`` is the first visible GPU where there is one, else the
+    CPU; ``cuda`` is the first visible GPU; ``cuda:N`` and ``cpu`` stay as they are.
+
+    Raises the one-line setting error (naming ``--device`` and ``MOLHPO_TRAINER_DEVICE``, the
+    value and the fix) when the setting asks for a GPU this process cannot use.
+    """
     import torch
 
+    problem = device_problem(setting)
+    if problem:
+        raise startup_checks.setting_error(TrainerSettings, "device", setting, problem)
     if setting == "auto":
         setting = "cuda" if torch.cuda.is_available() else "cpu"
-    if setting.startswith("cuda"):
-        idx = int(setting.split(":")[1]) if ":" in setting else 0
-        return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
+    if setting == "cuda":
+        return f"cuda:{torch.cuda.current_device()}"
     return setting
+
+
+def describe_device(device: str) -> str:
+    """A resolved device in words ("cpu", "cuda:0 (NVIDIA H100)"), as GetTrainerInfo says it."""
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
+
+
+def cap_device_memory(device: str, fraction: float) -> None:
+    """Cap what this process may allocate on ``device`` at ``fraction`` of its memory (0: no
+    cap), for a GPU shared with other processes. The cap covers the whole process, every slot
+    together: torch has no cap per thread, so a slot can still take memory its neighbours
+    wanted; a trial that runs out is classified out_of_memory and dispatched again."""
+    import torch
+
+    if fraction <= 0.0:
+        return
+    if not device.startswith("cuda"):
+        log.warning("gpu_memory_fraction = %g has no effect on %s", fraction, device)
+        return
+    torch.cuda.set_per_process_memory_fraction(fraction, torch.device(device))
 
 
 @dataclass
@@ -153,6 +185,8 @@ class TrainerServer:
     health: health.HealthServicer
     metrics: TrainerMetrics
     settings: TrainerSettings
+    device: str
+    """The resolved device every trial and prediction runs on (see ``resolve_device``)."""
 
     def start(self) -> None:
         """Serve, then join the coordinator's pool."""
@@ -182,10 +216,13 @@ class TrainerServer:
 def make_server(settings: TrainerSettings) -> TrainerServer:
     """Build the trainer (bound, not started) so tests can listen on port 0.
 
-    Every TLS file is read here, once: a bad path fails before anything runs.
+    Every TLS file is read here, once: a bad path fails before anything runs. The device is
+    resolved here, once, and handed to the worker (trials) and the servicer (predictions).
     """
     import torch
 
+    device = resolve_device(settings.device)
+    cap_device_memory(device, settings.gpu_memory_fraction)
     credentials = security.server_credentials(
         settings.tls_cert, settings.tls_key, settings.tls_client_ca
     )
@@ -209,13 +246,13 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
         metrics,
         tuple(str(p) for p in settings.dataset_root_paths),
         ArtifactStore(artifact_root) if artifact_root else None,
+        device=device,
     )
     metrics.registry.register(BusyCollector(worker.busy_seconds))
     metrics.registry.register(
         GpuCollector(
             os.environ.get("CUDA_VISIBLE_DEVICES"),
-            expect_gpu=settings.device.startswith("cuda")
-            or (settings.device == "auto" and torch.cuda.is_available()),
+            expect_gpu=device.startswith("cuda"),
         )
     )
     server = grpc_util.new_server(
@@ -236,7 +273,7 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
             f"cannot listen there ({err}); choose a free port on an address of this machine",
         ) from None
     address = settings.advertise or f"{settings.listen.rsplit(':', 1)[0]}:{port}"
-    device = describe_device(settings.device)
+    device_in_words = describe_device(device)
 
     def info() -> trainer_pb2.TrainerInfo:
         return trainer_pb2.TrainerInfo(
@@ -244,7 +281,7 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
             address=address,
             slots=settings.slots,
             busy_slots=worker.busy(),
-            device=device,
+            device=device_in_words,
             running_trial_ids=worker.running_ids(),
             models=sorted(catalogue.MODELS),
             datasets=sorted(catalogue.DATASETS),
@@ -252,7 +289,7 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
         )
 
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
-        TrainerServicer(worker, info, artifact_root), server
+        TrainerServicer(worker, info, artifact_root, device=device), server
     )
     health_servicer = grpc_util.add_health_and_reflection(server, SERVICE_NAMES)
     membership = MembershipAgent(
@@ -262,7 +299,7 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
         token=security.sending_token(settings.trainer_token.get_secret_value()),
     )
     return TrainerServer(
-        server, port, address, worker, membership, health_servicer, metrics, settings
+        server, port, address, worker, membership, health_servicer, metrics, settings, device
     )
 
 

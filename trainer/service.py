@@ -6,8 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import torch
 
-from molhpo.errors import FailedPrecondition, InvalidArgument
+from molhpo.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from molhpo.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from trainer.datasets.user import resolve_confined
 from trainer.predict import Ensemble, load_predictor
@@ -15,14 +16,18 @@ from trainer.worker import TrialWorker
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
-    """Accepts trials at once or refuses them; the work runs in the worker's threads."""
+    """Accepts trials at once or refuses them; the work runs in the worker's threads.
+    Predictions run on ``device``, the trainer's resolved device, as trials do."""
 
     def __init__(
         self,
         worker: TrialWorker,
         info: Callable[[], trainer_pb2.TrainerInfo],
         artifact_root: Path | None = None,
+        *,
+        device: str,
     ) -> None:
+        self._device = device
         self._worker = worker
         self._info = info
         self._artifact_root = artifact_root
@@ -46,7 +51,16 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         if not request.checkpoints:
             raise InvalidArgument("checkpoints: is empty")
         paths = [resolve_confined(p, [self._artifact_root]) for p in request.checkpoints]
-        members = Ensemble([load_predictor(p) for p in paths]).predict_members(list(request.smiles))
+        try:
+            ensemble = Ensemble([load_predictor(p, device=self._device) for p in paths])
+            members = ensemble.predict_members(list(request.smiles))
+        except torch.OutOfMemoryError as err:
+            raise ResourceExhausted(
+                f"out of memory on {self._device} while predicting {len(request.smiles)} "
+                f"SMILES with {len(paths)} models ({(str(err).splitlines() or ['-'])[0]}); retry "
+                "later, "
+                "when fewer trials train here, or with fewer SMILES per call"
+            ) from None
         return trainer_pb2.CheckpointPredictResponse(
             values=[float(v) for v in members.mean(axis=0)],
             members=[common_pb2.Values(values=[float(v) for v in row]) for row in members],

@@ -26,7 +26,18 @@ class TrainerSettings(BaseSettings):
     key_prefix: str = Field("molhpo", min_length=1, description="prefix of every Redis key")
     slots: int = Field(1, ge=1, le=256, description="trials run at once")
     trainer_id: str = Field("", description="stable id; empty: hostname-pid")
-    device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:N")
+    device: str = Field(
+        "auto",
+        description="torch device of every trial and prediction: auto (a GPU if one is "
+        "visible, else cpu), cpu, cuda, cuda:N; resolved once at start-up",
+    )
+    gpu_memory_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the GPU's memory this trainer may allocate, all slots together "
+        "(0: no cap); for a GPU shared with other processes",
+    )
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0: cores / slots")
     metrics_port: int = Field(
         0, ge=-1, le=65535, description="Prometheus /metrics port (0: any free; -1: off)"

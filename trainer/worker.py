@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+import torch
 
 from molhpo.errors import (
     AlreadyExists,
@@ -34,7 +35,13 @@ from trainer import catalogue
 from trainer.convert import config_from_spec, epoch_to_proto, result_to_proto
 from trainer.metrics import TrainerMetrics
 from trainer.outbox import Outbox
-from trainer.training.loop import EpochResult, TrainResult, train
+from trainer.training.loop import (
+    OUT_OF_MEMORY,
+    EpochResult,
+    TrainResult,
+    release_cached_memory,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +57,8 @@ class _Running:
 
 
 class TrialWorker:
-    """A trainer's slots and the trials in them."""
+    """A trainer's slots and the trials in them, all trained on ``device`` (the trainer's
+    resolved device, e.g. "cpu" or "cuda:0")."""
 
     def __init__(
         self,
@@ -61,7 +69,10 @@ class TrialWorker:
         metrics: TrainerMetrics,
         dataset_roots: tuple[str, ...] = (),
         artifacts: ArtifactStore | None = None,
+        *,
+        device: str,
     ) -> None:
+        self.device = device
         self._artifacts = artifacts
         self._outbox = Outbox(
             lambda rep: reports.publish(self._redis, self._keys, rep),
@@ -100,7 +111,7 @@ class TrialWorker:
             catalogue.get_model(spec.model)
             if not spec.dataset.path:
                 catalogue.get_dataset(spec.dataset.name)
-            config_from_spec(spec, self._dataset_roots)
+            config_from_spec(spec, self._dataset_roots, self.device)
         except InvalidArgument as err:
             raise InvalidArgument(f"trial {spec.trial_number}: {err}") from None
         if spec.max_epochs <= 0:
@@ -192,7 +203,7 @@ class TrialWorker:
             return not run.cancel.is_set()
 
         try:
-            config = config_from_spec(spec, self._dataset_roots)
+            config = config_from_spec(spec, self._dataset_roots, self.device)
             sink = None
             resume = None
             if self._artifacts is not None:
@@ -238,13 +249,21 @@ class TrialWorker:
                 failure_class="invalid_config",
                 failure_reason=str(err),
             )
-        except Exception as err:  # a bug or a resource error: recorded, never silently lost
+        except (torch.OutOfMemoryError, MemoryError) as err:  # where train() did not class it
+            body = common_pb2.TrialResult(
+                state=common_pb2.TRIAL_STATE_FAIL,
+                failure_class=OUT_OF_MEMORY,
+                failure_reason=f"out of memory on {self.device}: {err}",
+            )
+        except Exception as err:  # a bug: recorded, never silently lost
             log.exception("trial %d failed", spec.trial_number)
             body = common_pb2.TrialResult(
                 state=common_pb2.TRIAL_STATE_FAIL,
                 failure_class="error",
                 failure_reason=f"{type(err).__name__}: {err}",
             )
+        if body.state == common_pb2.TRIAL_STATE_FAIL:
+            release_cached_memory(self.device)
         body.seconds = body.seconds or (time.perf_counter() - t0)
         self._metrics.trial_seconds.observe(time.perf_counter() - t0)
         self._metrics.trials.labels(

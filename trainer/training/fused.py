@@ -42,6 +42,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from molhpo.errors import InvalidArgument
 from trainer.models.mlp import SeededDropout
+from trainer.training.loop import report_placement
 
 OPTIMIZERS = ("adam", "adamw")
 """Optimisers ``train_fused`` implements: Adam with L2 weight decay, AdamW (decoupled)."""
@@ -333,6 +334,16 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _on(
+    models: Sequence[nn.Module], device: torch.device | str | None
+) -> tuple[Sequence[nn.Module], torch.device]:
+    """``models`` on ``device`` (copies where they are elsewhere; None: where the first is)."""
+    if device is None:
+        return models, _device_of(models[0])
+    target = torch.device(device)
+    return [m if _device_of(m) == target else copy.deepcopy(m).to(target) for m in models], target
+
+
 def train_fused(
     models: Sequence[nn.Module],
     x: torch.Tensor,
@@ -343,6 +354,7 @@ def train_fused(
     batch_size: int,
     seed: int | Sequence[int] = 0,
     optimizer: str = "adam",
+    device: torch.device | str | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """Train K models of one architecture together; return their final state dicts.
 
@@ -358,24 +370,32 @@ def train_fused(
         seed: batch-order seed, shared by every model or one per model; every epoch's order
             is ``np.random.default_rng(seed).permutation(n)``, drawn afresh each epoch.
         optimizer: adam or adamw.
+        device: where to train (a trainer passes its resolved device); the models are copied
+            there. None: on the models' own device.
 
     Returns:
-        K state dicts (detached, on the models' device), in input order, equal to what
+        K state dicts (detached, on the device trained on), in input order, equal to what
         ``train_separately`` gives up to rounding.
     """
     _check_run(models, x, y, lrs, weight_decays, epochs, batch_size, optimizer)
-    fused = fuse_models(models).train()
-    device = _device_of(models[0])
-    x, y = x.to(device), y.to(device)
+    placed, target = _on(models, device)
+    fused = fuse_models(placed).train()
+    x, y = x.to(target), y.to(target)
+    report_placement(
+        "fused",
+        None if device is None else str(device),
+        next(iter(fused.params.values())).device,
+        (x, y),
+    )
     k, n = len(fused), x.shape[0]
     opt = FusedAdam(fused.params, lrs, weight_decays, optimizer)
     orders = batch_orders(seed, k)
     shared = isinstance(seed, int)
     for _ in range(epochs):
         if shared:
-            order = torch.from_numpy(orders[0].permutation(n)).to(device)
+            order = torch.from_numpy(orders[0].permutation(n)).to(target)
         else:
-            order = torch.from_numpy(np.stack([g.permutation(n) for g in orders])).to(device)
+            order = torch.from_numpy(np.stack([g.permutation(n) for g in orders])).to(target)
         for start in range(0, n, batch_size):
             rows = order[..., start : start + batch_size]
             # shared: x [b, f] for all, y [b]; per model: x [K, b, f], y [K, b]
@@ -397,27 +417,29 @@ def train_separately(
     batch_size: int,
     seed: int | Sequence[int] = 0,
     optimizer: str = "adam",
+    device: torch.device | str | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """The reference for ``train_fused``: the same recipe, one model at a time.
 
     Each model (a deep copy; the inputs are not modified) is trained with
     ``torch.optim.Adam``/``AdamW`` and ``nn.MSELoss`` on the batches ``train_fused`` gives it.
-    Same arguments and result as ``train_fused``; models need not be built alike, but dropout
-    layers draw their masks as in a trial of their own.
+    Same arguments and result as ``train_fused`` (each copy trains on ``device``, or where its
+    model is); models need not be built alike, but dropout layers draw their masks as in a
+    trial of their own.
     """
     _check_run(models, x, y, lrs, weight_decays, epochs, batch_size, optimizer)
     orders = batch_orders(seed, len(models))
     results: list[dict[str, torch.Tensor]] = []
     loss_fn = nn.MSELoss()
     for original, lr, wd, order_rng in zip(models, lrs, weight_decays, orders, strict=True):
-        model = copy.deepcopy(original).train()
-        device = _device_of(model)
-        xd, yd = x.to(device), y.to(device)
+        target = _device_of(original) if device is None else torch.device(device)
+        model = copy.deepcopy(original).to(target).train()
+        xd, yd = x.to(target), y.to(target)
         n = xd.shape[0]
         opt_class = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
         opt = opt_class(model.parameters(), lr=lr, weight_decay=wd)
         for _ in range(epochs):
-            order = torch.from_numpy(order_rng.permutation(n)).to(device)
+            order = torch.from_numpy(order_rng.permutation(n)).to(target)
             for start in range(0, n, batch_size):
                 rows = order[start : start + batch_size]
                 loss = loss_fn(model(xd[rows]), yd[rows])

@@ -6,13 +6,15 @@ import inspect
 
 import pytest
 
-from coordinator.retry import DEFAULT_MAX_ATTEMPTS, RETRYABLE, should_retry
+from coordinator.retry import DEFAULT_MAX_ATTEMPTS, OUT_OF_MEMORY, RETRYABLE, should_retry
 from coordinator.settings import CoordinatorSettings
 from coordinator.study_runner import StudyRunner
 from molhpo.errors import DivergedError, InvalidConfigError, TrainingError
 
 # Failures that say nothing about the trial: its trainer died, was cut off or drained.
 LOST = ["trainer_lost", "lease_expired", "drained"]
+# Running out of memory: on a shared GPU the memory may have gone to the trials beside it.
+RESOURCE = [OUT_OF_MEMORY]
 # Failures of the trial itself (trainer results: diverged, invalid_config, error, cancelled)
 # or of the study around it (the coordinator's dispatch, stop and restart paths).
 OWN = [
@@ -28,12 +30,12 @@ OWN = [
 ]
 
 
-def test_the_retryable_classes_are_exactly_the_lost_trainer_ones() -> None:
-    assert set(RETRYABLE) == set(LOST)
+def test_the_retryable_classes_are_exactly_the_lost_trainer_and_resource_ones() -> None:
+    assert set(RETRYABLE) == set(LOST) | set(RESOURCE)
     assert OWN[:3] == ["diverged", "invalid_config", "error"]
 
 
-@pytest.mark.parametrize("failure_class", LOST)
+@pytest.mark.parametrize("failure_class", LOST + RESOURCE)
 def test_a_lost_trial_is_retried_until_its_fourth_attempt(failure_class: str) -> None:
     assert DEFAULT_MAX_ATTEMPTS == 4
     for attempt in (1, 2, 3):
