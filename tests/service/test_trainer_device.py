@@ -9,6 +9,7 @@ fails here on a machine without a GPU too.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,12 +143,13 @@ def test_the_resolved_device_is_reported_and_reaches_every_trial_and_prediction(
     assert {p.parameters.type for p in placements} == {on.type}
 
 
+def out_of_memory(module: nn.Module, _args: object) -> None:
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
 def test_out_of_memory_in_a_trial_comes_back_as_a_retryable_failure(
     trainer: TrainerServer, redis_server: RedisServer, key_prefix: str
 ) -> None:
-    def out_of_memory(module: nn.Module, _args: object) -> None:
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-
     handle = torch.nn.modules.module.register_module_forward_pre_hook(out_of_memory)
     try:
         stub_of(trainer).RunTrial(trainer_pb2.RunTrialRequest(spec=spec(5)), timeout=10)
@@ -171,3 +173,35 @@ def test_a_gpu_device_without_a_gpu_stops_start_up_with_one_line(
         assert "\n" not in message
         assert "--device" in message and "MOLHPO_TRAINER_DEVICE" in message
         assert repr(device) in message and "use auto or cpu" in message
+
+
+def test_out_of_memory_in_a_prediction_is_resource_exhausted(
+    trainer: TrainerServer, redis_server: RedisServer, key_prefix: str
+) -> None:
+    stub = stub_of(trainer)
+    stub.RunTrial(trainer_pb2.RunTrialRequest(spec=spec(6)), timeout=10)
+    checkpoint = result_of(redis_server, key_prefix, 6).checkpoint
+    assert checkpoint
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(out_of_memory)
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.PredictWithCheckpoints(
+                trainer_pb2.CheckpointPredictRequest(checkpoints=[checkpoint], smiles=["CCO"]),
+                timeout=60,
+            )
+    finally:
+        handle.remove()
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "out of memory on" in (caught.value.details() or "")
+
+
+def test_a_memory_cap_on_the_cpu_is_said_to_have_no_effect(
+    redis_server: RedisServer, key_prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    capped = settings(redis_server.url, key_prefix, tmp_path, "cpu").model_copy(
+        update={"gpu_memory_fraction": 0.5}
+    )
+    with caplog.at_level(logging.WARNING):
+        built = make_server(capped)
+    built.server.stop(None)
+    assert "gpu_memory_fraction = 0.5 has no effect on cpu" in caplog.text
