@@ -23,6 +23,7 @@ import logging
 import os
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,8 +81,14 @@ _key_locks: dict[str, threading.Lock] = {}
 _registry_lock = threading.Lock()
 _content_keys: dict[int, str] = {}
 """Content key of each object in ``_cache``, by id (the cache keeps them alive)."""
-_device_copies: dict[tuple[str, str, str], object] = {}
-"""(content key, device, part) -> what ``on_device`` built."""
+_device_copies: weakref.WeakValueDictionary[tuple[str, str, str], Any] = (
+    weakref.WeakValueDictionary()
+)
+"""(content key, device, part) -> what ``on_device`` built, while anyone holds it."""
+_recent_on_device: dict[str, list[Any]] = {}
+"""Per device, the KEEP_ON_DEVICE device copies used last (held here, so they stay)."""
+KEEP_ON_DEVICE = 4
+"""Device copies kept per device when no trial uses them (a data set's features are one)."""
 
 T = TypeVar("T")
 
@@ -189,6 +196,9 @@ def on_device(features: Features, device: torch.device, part: str, build: Callab
     """``build()``, a device form of ``features`` (``part`` names which, e.g. "packed"), made
     once per (content key, device, part) and shared by every trial; treat it as read-only.
 
+    A copy stays while a trial holds it, and the KEEP_ON_DEVICE copies used last on each device
+    stay after that (the next trial of a study finds its data there); older ones are freed once
+    their last trial ends, so a trainer serving many data sets does not fill its GPU with them.
     ``features`` must come from :func:`featurize` to be shared; any other object has no content
     key and gets its own ``build()`` at every call. On CUDA the copy is complete before it is
     shared (its stream is synchronised once), so trials on other streams may read it at once.
@@ -201,19 +211,30 @@ def on_device(features: Features, device: torch.device, part: str, build: Callab
         return build()
     name = (key, _device_name(device), part)
     with _registry_lock:
-        if name in _device_copies:
-            return _device_copies[name]  # type: ignore[return-value]
+        found = _device_copies.get(name)
+        if found is not None:
+            _keep_recent(name[1], found)
+            return found
         lock = _key_locks.setdefault("\0".join(name), threading.Lock())
     with lock:
         with _registry_lock:
-            if name in _device_copies:
-                return _device_copies[name]  # type: ignore[return-value]
+            found = _device_copies.get(name)
+            if found is not None:
+                _keep_recent(name[1], found)
+                return found
         built = build()
         if device.type == "cuda":
             torch.cuda.current_stream(device).synchronize()
         with _registry_lock:
             _device_copies[name] = built
+            _keep_recent(name[1], built)
         return built
+
+
+def _keep_recent(device: str, copy: object) -> None:
+    """Put ``copy`` first among the device's recent copies (call with _registry_lock held)."""
+    recent = [c for c in _recent_on_device.get(device, []) if c is not copy]
+    _recent_on_device[device] = [copy, *recent][:KEEP_ON_DEVICE]
 
 
 def clear_cache() -> None:
@@ -223,6 +244,7 @@ def clear_cache() -> None:
         _key_locks.clear()
         _content_keys.clear()
         _device_copies.clear()
+        _recent_on_device.clear()
 
 
 __all__ = [

@@ -195,3 +195,29 @@ def test_own_stream_gives_each_thread_its_own_cuda_stream() -> None:
         t.join()
     assert len(set(seen)) == 2
     assert torch.cuda.current_stream() == torch.cuda.default_stream()
+
+
+def test_device_copies_no_trial_uses_are_freed_beyond_the_recent_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+
+    featurize.clear_cache()
+    monkeypatch.setattr(featurize, "KEEP_ON_DEVICE", 1)
+    table = load_table(DatasetRequest(name="freesolv"), ())
+    features = featurize.featurize(table, "graph")
+    built: list[str] = []
+
+    def build(part: str) -> object:
+        built.append(part)
+        return features.packed.to("cpu")  # type: ignore[union-attr]
+
+    cpu = torch.device("cpu")
+    held = featurize.on_device(features, cpu, "held", lambda: build("held"))
+    featurize.on_device(features, cpu, "a", lambda: build("a"))  # the one recent copy now
+    featurize.on_device(features, cpu, "b", lambda: build("b"))  # "a" is no longer recent
+    gc.collect()
+    assert featurize.on_device(features, cpu, "held", lambda: build("held")) is held
+    featurize.on_device(features, cpu, "a", lambda: build("a"))
+    assert built == ["held", "a", "b", "a"]  # "a" was freed and made again; "held" was not
+    featurize.clear_cache()
