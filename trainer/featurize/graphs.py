@@ -122,8 +122,7 @@ def segment_rows(
     starts = ptr[ids]
     counts = ptr[ids + 1] - starts
     first = torch.cumsum(counts, 0) - counts
-    positions = torch.arange(ids.shape[0], device=ptr.device)
-    owner = torch.repeat_interleave(positions, counts, output_size=total)
+    owner = torch.repeat_interleave(counts, output_size=total)  # [0]*c0 + [1]*c1 + ...
     rows = torch.arange(total, device=ptr.device) + (starts - first)[owner]
     return rows, owner, first
 

@@ -145,7 +145,12 @@ class SyncGuard:
 
 
 def _repeat_needs_sync(*args: Any, **kwargs: Any) -> bool:
-    repeats = kwargs.get("repeats", args[1] if len(args) > 1 else None)
+    """Whether a ``repeat_interleave`` call reads its output size back: tensor repeats (the
+    second argument, or the only one: ``repeat_interleave(repeats)``) and no output_size."""
+    if len(args) == 1 and "repeats" not in kwargs:
+        repeats = args[0]
+    else:
+        repeats = kwargs.get("repeats", args[1] if len(args) > 1 else None)
     return isinstance(repeats, torch.Tensor) and kwargs.get("output_size") is None
 
 

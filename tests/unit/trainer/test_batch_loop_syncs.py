@@ -61,13 +61,16 @@ def test_the_guard_sees_what_synchronises() -> None:
         bool(x.max() > 2)
         _ = x[x > 2]
         torch.repeat_interleave(x, repeats)
+        torch.repeat_interleave(repeats)
         torch.from_numpy(np.arange(3))
         torch.tensor([1.0, 2.0])
     with SyncGuard() as silent:
         torch.repeat_interleave(x, repeats, output_size=5)
+        torch.repeat_interleave(repeats, output_size=5)
+        torch.repeat_interleave(x, 2)
         _ = x[torch.arange(2)]
         x.sum() * 2
-    assert guard.count == 6, guard.calls
+    assert guard.count == 7, guard.calls
     assert silent.count == 0, silent.calls
     assert x.sum().item() == 15.0  # the patches are gone afterwards
 
