@@ -27,7 +27,7 @@ from trainer.models.geometry import molecule_pairs, pair_table
 from trainer.models.gnn import GAT, GCN, AttentiveFPRegressor
 from trainer.models.schnet import SchNet
 from trainer.training import loop
-from trainer.training.streams import own_stream
+from trainer.training.streams import StreamPool, own_stream
 
 SMILES = ["CCO", "c1ccccc1Cl", "C", "CC(=O)N", "[Na+].[Cl-]", "O"]
 
@@ -221,3 +221,22 @@ def test_device_copies_no_trial_uses_are_freed_beyond_the_recent_ones(
     featurize.on_device(features, cpu, "a", lambda: build("a"))
     assert built == ["held", "a", "b", "a"]  # "a" was freed and made again; "held" was not
     featurize.clear_cache()
+
+
+def test_the_stream_pool_lends_one_stream_per_concurrent_trial() -> None:
+    made: list[str] = []
+
+    def create(device: torch.device) -> str:
+        made.append(f"{device}#{len(made)}")
+        return made[-1]
+
+    pool = StreamPool(create)
+    cuda0, cuda1 = torch.device("cuda:0"), torch.device("cuda:1")
+    a, b = pool.take(cuda0), pool.take(cuda0)  # two slots at once: two streams
+    assert a != b
+    pool.give_back(cuda0, a)
+    assert pool.take(cuda0) == a  # the slot's next trial gets its stream back
+    assert pool.take(cuda1) == "cuda:1#2"  # streams belong to a device
+    pool.give_back(cuda0, b)
+    assert pool.take(cuda0) == b
+    assert len(made) == 3
