@@ -18,6 +18,7 @@ content key and device and shared: N slots training on one GPU hold one copy, no
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -196,6 +197,10 @@ def on_device(features: Features, device: torch.device, part: str, build: Callab
     """``build()``, a device form of ``features`` (``part`` names which, e.g. "packed"), made
     once per (content key, device, part) and shared by every trial; treat it as read-only.
 
+    On CUDA the calling thread's current stream (a trial's own, see
+    ``trainer.training.streams``) is recorded on the copy's tensors, so their memory is not
+    reused before that stream's work on them is done, even when it is freed from elsewhere.
+
     A copy stays while a trial holds it, and the KEEP_ON_DEVICE copies used last on each device
     stay after that (the next trial of a study finds its data there); older ones are freed once
     their last trial ends, so a trainer serving many data sets does not fill its GPU with them.
@@ -214,14 +219,14 @@ def on_device(features: Features, device: torch.device, part: str, build: Callab
         found = _device_copies.get(name)
         if found is not None:
             _keep_recent(name[1], found)
-            return found
+            return _used_on_this_stream(found, device)
         lock = _key_locks.setdefault("\0".join(name), threading.Lock())
     with lock:
         with _registry_lock:
             found = _device_copies.get(name)
             if found is not None:
                 _keep_recent(name[1], found)
-                return found
+                return _used_on_this_stream(found, device)
         built = build()
         if device.type == "cuda":
             torch.cuda.current_stream(device).synchronize()
@@ -229,6 +234,26 @@ def on_device(features: Features, device: torch.device, part: str, build: Callab
             _device_copies[name] = built
             _keep_recent(name[1], built)
         return built
+
+
+def _tensors(value: object) -> list[torch.Tensor]:
+    """The tensors in ``value``: itself, or the fields of a features dataclass and tuples."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, tuple):
+        return [t for v in value for t in _tensors(v)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [t for f in dataclasses.fields(value) for t in _tensors(getattr(value, f.name))]
+    return []
+
+
+def _used_on_this_stream(copy: T, device: torch.device) -> T:
+    """``copy``, its CUDA tensors recorded as used by the current stream (see on_device)."""
+    if device.type == "cuda":
+        stream = torch.cuda.current_stream(device)
+        for tensor in _tensors(copy):
+            tensor.record_stream(stream)
+    return copy
 
 
 def _keep_recent(device: str, copy: object) -> None:

@@ -240,3 +240,19 @@ def test_the_stream_pool_lends_one_stream_per_concurrent_trial() -> None:
     pool.give_back(cuda0, b)
     assert pool.take(cuda0) == b
     assert len(made) == 3
+
+
+def test_every_tensor_of_a_device_copy_is_found_for_stream_recording() -> None:
+    from trainer.featurize import _tensors
+    from trainer.featurize.smiles import compute_onehot_smiles
+
+    graphs = compute_graphs(SMILES).packed.to("cpu")
+    conformers = compute_conformers(SMILES).packed.to("cpu")
+    tokens = compute_onehot_smiles(SMILES).to("cpu")
+    assert {id(t) for t in _tensors(graphs)} == {
+        id(graphs.x),
+        id(graphs.edge_index),
+        id(graphs.edge_attr),
+        *(id(p) for p in graphs.ptr_on_device or ()),
+    }
+    assert len(_tensors(conformers)) == 3 and _tensors(tokens) == [tokens.tokens]
