@@ -15,12 +15,16 @@ import torch
 
 from trainer import catalogue
 from trainer.training import TrainConfig, train
+from trainer.training.loop import autocast_dtype
 from trainer.training.sync_guard import SyncGuard, per_batch_syncs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
+AMP = not CUDA or autocast_dtype(torch.device(DEVICE)) == torch.bfloat16
+"""amp on, except on GPUs without native bfloat16: their float16 loss scaling reads an
+overflow flag back after every step (GradScaler.step), a known wait the test leaves out."""
 
 TINY: dict[str, dict[str, object]] = {
     "mlp": {"units": 32, "dropout": 0.2},
@@ -42,7 +46,7 @@ def test_every_trainable_family_is_covered() -> None:
 
 @pytest.mark.parametrize("model", sorted(TINY))
 def test_training_steps_never_synchronise(model: str) -> None:
-    params: dict[str, Any] = {**TINY[model], "batch_size": 16, "grad_clip": 1.0, "amp": True}
+    params: dict[str, Any] = {**TINY[model], "batch_size": 16, "grad_clip": 1.0, "amp": AMP}
     config = TrainConfig(
         "freesolv", model, params, max_epochs=2, max_molecules=48, seed=1, device=DEVICE
     )
