@@ -9,7 +9,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
-from prometheus_client import start_http_server
 
 from coordinator.core import Coordinator
 from coordinator.membership import TrainerPool
@@ -18,7 +17,7 @@ from coordinator.service import MembershipServicer, PredictServicer, StudyServic
 from coordinator.settings import CoordinatorSettings
 from coordinator.trainer_client import TrainerClient
 from molhpo import grpc_util, security, startup_checks
-from molhpo.errors import MolhpoError, Unavailable
+from molhpo.errors import MolhpoError
 from molhpo.v1 import study_pb2, study_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from storage.keys import RedisKeys
 from storage.redis_conn import check_reachable, connect
@@ -224,23 +223,13 @@ def serve(settings: CoordinatorSettings) -> None:
     check_settings(settings)
     built = make_server(settings)
     if settings.metrics_port >= 0:
-        try:
-            httpd, _thread = start_http_server(
-                settings.metrics_port, settings.metrics_host, registry=built.metrics.registry
-            )
-        except OSError as err:
-            raise startup_checks.setting_error(
-                CoordinatorSettings,
-                "metrics_port",
-                settings.metrics_port,
-                f"cannot serve /metrics on {settings.metrics_host} ({err.strerror or err}); "
-                "choose a free port (0: any, -1: off)",
-                Unavailable,
-            ) from None
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, httpd.server_address[1])
-        print(
-            f"metrics http://{settings.metrics_host}:{httpd.server_address[1]}/metrics", flush=True
+        port = startup_checks.serve_metrics(
+            CoordinatorSettings,
+            settings.metrics_port,
+            settings.metrics_host,
+            built.metrics.registry,
         )
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
     built.start()
     host = settings.listen.rsplit(":", 1)[0]
     print(f"coordinator listening on {host}:{built.port}", flush=True)

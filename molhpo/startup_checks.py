@@ -15,9 +15,10 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from prometheus_client import CollectorRegistry, start_http_server
 from pydantic_settings import BaseSettings
 
-from molhpo.errors import InvalidArgument, MolhpoError
+from molhpo.errors import InvalidArgument, MolhpoError, Unavailable
 
 ADDRESS_RULE = "must be HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:50051"
 
@@ -129,3 +130,26 @@ def dataset_roots_problem(roots: tuple[Path, ...]) -> str | None:
                 "separated by ':')"
             )
     return None
+
+
+def serve_metrics(
+    settings_cls: type[BaseSettings], port: int, host: str, registry: CollectorRegistry
+) -> int:
+    """Serve ``/metrics`` of ``registry`` on ``host:port`` (0: any free port); the port bound.
+
+    A port that cannot be bound is one line naming the ``metrics_port`` setting.
+    """
+    try:
+        httpd, _thread = start_http_server(port, host, registry=registry)
+    except OSError as err:
+        raise setting_error(
+            settings_cls,
+            "metrics_port",
+            port,
+            f"cannot serve /metrics on {host} ({err.strerror or err}); "
+            "choose a free port (0: any, -1: off)",
+            Unavailable,
+        ) from None
+    bound: int = httpd.server_address[1]
+    print(f"metrics http://{host}:{bound}/metrics", flush=True)
+    return bound

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
-from prometheus_client import start_http_server
 
 from molhpo import grpc_util, security, startup_checks
-from molhpo.errors import InvalidArgument, MolhpoError, Unavailable
+from molhpo.errors import InvalidArgument, MolhpoError
 from molhpo.v1 import trainer_pb2, trainer_pb2_grpc
 from storage.artifacts import ArtifactStore
 from storage.keys import RedisKeys
@@ -308,21 +307,8 @@ def serve(settings: TrainerSettings) -> None:
     check_settings(settings)
     built = make_server(settings)
     if settings.metrics_port >= 0:
-        try:
-            httpd, _thread = start_http_server(
-                settings.metrics_port, settings.metrics_host, registry=built.metrics.registry
-            )
-        except OSError as err:
-            raise startup_checks.setting_error(
-                TrainerSettings,
-                "metrics_port",
-                settings.metrics_port,
-                f"cannot serve /metrics on {settings.metrics_host} ({err.strerror or err}); "
-                "choose a free port (0: any, -1: off)",
-                Unavailable,
-            ) from None
-        print(
-            f"metrics http://{settings.metrics_host}:{httpd.server_address[1]}/metrics", flush=True
+        startup_checks.serve_metrics(
+            TrainerSettings, settings.metrics_port, settings.metrics_host, built.metrics.registry
         )
     built.start()
     print(f"trainer {built.worker.trainer_id} listening on {built.address}", flush=True)
