@@ -38,7 +38,11 @@ class TrainerSettings(BaseSettings):
         description="share of the GPU's memory this trainer may allocate, all slots together "
         "(0: no cap); for a GPU shared with other processes",
     )
-    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0: cores / slots")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="torch intra-op threads; 0: usable cores (CPU affinity and cgroup quota) / slots",
+    )
     metrics_port: int = Field(
         0, ge=-1, le=65535, description="Prometheus /metrics port (0: any free; -1: off)"
     )
