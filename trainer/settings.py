@@ -41,7 +41,8 @@ class TrainerSettings(BaseSettings):
     torch_threads: int = Field(
         0,
         ge=0,
-        description="torch intra-op threads; 0: usable cores (CPU affinity and cgroup quota) / slots",
+        description="torch intra-op threads; 0: usable cores (CPU affinity and cgroup quota) "
+        "/ slots",
     )
     metrics_port: int = Field(
         0, ge=-1, le=65535, description="Prometheus /metrics port (0: any free; -1: off)"
