@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from trainer import catalogue
+from molhpo.contract import catalogue
 from trainer.cpus import usable_cpus
 from trainer.training import EpochResult, TrainConfig, TrainResult, train
 from trainer.training.loop import autocast_dtype

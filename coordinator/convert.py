@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from coordinator.core import StudyStatus
     from coordinator.datasets import DatasetSummary
     from coordinator.evaluation import RaceRow
+from molhpo.contract import catalogue
 from molhpo.v1 import common_pb2, study_pb2
-from trainer import catalogue
 
 DEFAULT_SAMPLER = "tpe"
 DEFAULT_PRUNER = "hyperband"

@@ -54,6 +54,7 @@ from coordinator.study_runner import (
     StudyState,
 )
 from coordinator.trainer_client import TrainerClient
+from molhpo.contract import catalogue
 from molhpo.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -66,7 +67,6 @@ from storage.decisions import Decision
 from storage.keys import RedisKeys
 from storage.owned_cache import Hold, OwnedStudyStorage
 from storage.reports import ReportReader
-from trainer import catalogue
 
 log = logging.getLogger(__name__)
 

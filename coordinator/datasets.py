@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.spec import DatasetSpec
+from molhpo.contract import catalogue
 from molhpo.errors import InvalidArgument
-from trainer import catalogue
 from trainer.datasets import DatasetRequest, load_table
 from trainer.datasets.qm9 import QM9_PROPERTIES, qm9_data_folder
 

@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from molhpo.contract import catalogue
 from molhpo.errors import InvalidArgument
-from trainer import catalogue
 
 Value = int | float | str | bool
 

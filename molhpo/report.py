@@ -82,7 +82,7 @@ def wait_reason_name(reason: study_pb2.WaitReason.ValueType) -> str:
 def print_catalogue(what: str, console: Console) -> None:
     """`molhpo list models|datasets|samplers|pruners`."""
     if what == "models":
-        from trainer import catalogue
+        from molhpo.contract import catalogue
 
         for fam in catalogue.MODELS.values():
             t = Table(title=f"{fam.name}: {fam.description}", title_justify="left")
@@ -103,7 +103,7 @@ def print_catalogue(what: str, console: Console) -> None:
             console.print(t)
             console.print(f"  features: {fam.featurizer}; paper: {fam.paper}\n")
     elif what == "datasets":
-        from trainer import catalogue
+        from molhpo.contract import catalogue
 
         t = Table(title="built-in data sets")
         for col in ("name", "molecules", "task", "target", "units", "source"):

@@ -242,7 +242,7 @@ def _featurizer_of(payload: Mapping[str, Any]) -> str:
     name = payload.get("featurizer")
     if isinstance(name, str) and name:
         return name
-    from trainer.catalogue import get_model
+    from molhpo.contract.catalogue import get_model
 
     return get_model(str(payload["model"])).featurizer
 

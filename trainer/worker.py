@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 import torch
 
+from molhpo.contract import catalogue
 from molhpo.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -31,7 +32,6 @@ from storage import decisions, reports
 from storage.artifacts import ArtifactStore, ResumeFile, TopKCheckpoints
 from storage.decisions import Decision
 from storage.keys import RedisKeys
-from trainer import catalogue
 from trainer.convert import config_from_spec, epoch_to_proto, result_to_proto
 from trainer.metrics import TrainerMetrics
 from trainer.outbox import Outbox

@@ -3,7 +3,7 @@
 Bundled data sets ship inside the package (``trainer/datasets/data``, see SOURCES.txt there);
 ``qm9`` is read from the optional qm9pack package; user files are read from allowed folders
 only. Nothing is downloaded at run time. Bundled names are those of
-``trainer.catalogue.DATASETS``.
+``molhpo.contract.catalogue.DATASETS``.
 """
 
 from __future__ import annotations

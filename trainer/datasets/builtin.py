@@ -16,8 +16,8 @@ from importlib import resources
 
 from rdkit import Chem, rdBase
 
+from molhpo.contract.catalogue import get_dataset
 from molhpo.errors import Internal
-from trainer.catalogue import get_dataset
 from trainer.datasets.qm9 import load_qm9
 from trainer.datasets.table import (
     MAX_INVALID_EXAMPLES,
@@ -114,7 +114,7 @@ LOADERS: dict[str, Callable[[], MoleculeTable]] = {
     "qm9": load_qm9,
     "solubility": load_solubility,
 }
-"""Loader per data-set name; the keys equal those of ``trainer.catalogue.DATASETS``.
+"""Loader per data-set name; the keys equal those of ``molhpo.contract.catalogue.DATASETS``.
 
 ``qm9`` is every molecule with target ``homo`` and needs the optional qm9pack package (its
 loader raises InvalidArgument with the pip command otherwise); call

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from molhpo.contract.catalogue import param_float, param_int
 from molhpo.errors import InvalidConfigError
-from trainer.catalogue import param_float, param_int
 
 
 class SeededDropout(nn.Module):

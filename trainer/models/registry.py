@@ -1,4 +1,4 @@
-"""Model registry: a builder per model family of ``trainer.catalogue.MODELS``.
+"""Model registry: a builder per model family of ``molhpo.contract.catalogue.MODELS``.
 
 ``build_model`` resolves the hyperparameters against the catalogue (filling defaults, checking
 ranges) and constructs the family's ``torch.nn.Module``. By featuriser, models take:
@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 
 from torch import nn
 
+from molhpo.contract.catalogue import param_float, param_int, resolve_params
 from molhpo.errors import InvalidArgument, InvalidConfigError
-from trainer.catalogue import param_float, param_int, resolve_params
 from trainer.models.cnn import SmilesCNN
 from trainer.models.egnn import EGNN
 from trainer.models.gin import GIN
@@ -120,7 +120,7 @@ MODEL_BUILDERS: dict[str, Builder] = {
     "mlp": _build_mlp,
     "schnet": _build_schnet,
 }
-"""Builder per family name; the keys equal those of ``trainer.catalogue.MODELS``."""
+"""Builder per family name; the keys equal those of ``molhpo.contract.catalogue.MODELS``."""
 
 
 def build_model(

@@ -53,8 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from molhpo.errors import DivergedError, InvalidArgument, TrainingError
-from trainer.catalogue import (
+from molhpo.contract.catalogue import (
     METRICS,
     SYNTHETIC,
     check_pairing,
@@ -64,6 +63,7 @@ from trainer.catalogue import (
     param_int,
     resolve_params,
 )
+from molhpo.errors import DivergedError, InvalidArgument, TrainingError
 from trainer.datasets import DatasetRequest, MoleculeTable, load_table, split_dataset
 from trainer.featurize import (
     ConformerFeatures,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from trainer.catalogue import param_float, param_int, resolve_params
+from molhpo.contract.catalogue import param_float, param_int, resolve_params
 
 START = 3.0
 """Every curve's value before the first epoch."""

@@ -11,7 +11,7 @@ from coordinator.optimizer.pruners import PRUNERS
 from coordinator.optimizer.samplers import SAMPLERS
 from coordinator.settings import CoordinatorSettings
 from molhpo import cli
-from trainer import catalogue
+from molhpo.contract import catalogue
 from trainer.settings import TrainerSettings
 
 SERVERS: list[tuple[str, type[BaseModel], str]] = [

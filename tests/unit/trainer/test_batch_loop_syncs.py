@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import catalogue
+from molhpo.contract import catalogue
 from trainer.training import TrainConfig, train
 from trainer.training.loop import autocast_dtype
 from trainer.training.sync_guard import SyncGuard, per_batch_syncs

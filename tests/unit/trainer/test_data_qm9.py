@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from molhpo.contract.catalogue import DATASETS
 from molhpo.errors import InvalidArgument
-from trainer.catalogue import DATASETS
 from trainer.datasets import LOADERS, Conformer, load_dataset, qm9
 from trainer.datasets.qm9 import QM9_PART_FILES, QM9_PROPERTIES, load_qm9, read_qm9_folder
 

@@ -7,8 +7,8 @@ from importlib import resources
 import numpy as np
 import pytest
 
+from molhpo.contract.catalogue import DATASETS
 from molhpo.errors import InvalidArgument
-from trainer.catalogue import DATASETS
 from trainer.datasets import LOADERS, load_dataset
 from trainer.datasets.builtin import table_from_rows
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer import catalogue
+from molhpo.contract import catalogue
 from trainer.datasets import DatasetRequest, load_dataset
 from trainer.training.loop import EpochResult, TrainConfig, train
 

@@ -11,9 +11,9 @@ import torch
 from rdkit import Chem
 from torch_geometric.data import Batch
 
+from molhpo.contract.catalogue import MODELS
 from molhpo.errors import InvalidArgument
 from trainer import featurize as featurize_module
-from trainer.catalogue import MODELS
 from trainer.datasets import load_dataset
 from trainer.datasets.builtin import table_from_rows
 from trainer.featurize import (

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from trainer.catalogue import METRICS
+from molhpo.contract.catalogue import METRICS
 from trainer.training.metrics import _ranks, regression_metrics
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainer import catalogue
+from molhpo.contract import catalogue
 from trainer.featurize.conformers import compute_conformers
 from trainer.featurize.graphs import compute_graphs
 from trainer.featurize.smiles import compute_onehot_smiles

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from molhpo.contract.catalogue import TRAINING_HYPERPARAMETERS, resolve_params
 from molhpo.errors import InvalidArgument
-from trainer.catalogue import TRAINING_HYPERPARAMETERS, resolve_params
 from trainer.training import EpochResult, TrainConfig, TrainResult, loop, train
 from trainer.training.loop import _loss_fn, _optimizer, _Schedule
 

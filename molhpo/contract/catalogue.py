@@ -1,8 +1,10 @@
 """What the trainer can train: model families, their hyperparameters, data sets and metrics.
 
-This module is pure data and imports neither torch nor RDKit, so the coordinator can validate a
-study request and the CLI can list models and data sets without loading the ML stack. The
-trainer's model registry and data-set loaders are checked against these tables by unit tests.
+Part of the contract: the coordinator validates study requests against these tables, the
+trainer resolves hyperparameters with them, and the CLI lists models and data sets from them.
+This module is pure data and imports neither torch nor RDKit, so none of them loads the ML
+stack for it. The trainer's model registry and data-set loaders are checked against these
+tables by unit tests.
 """
 
 from __future__ import annotations

@@ -8,9 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from molhpo.errors import InvalidArgument
-from trainer import catalogue
-from trainer.catalogue import (
+from molhpo.contract import catalogue
+from molhpo.contract.catalogue import (
     DATASETS,
     METRICS,
     MODELS,
@@ -21,11 +20,12 @@ from trainer.catalogue import (
     is_active,
     resolve_params,
 )
+from molhpo.errors import InvalidArgument
 
 
 def test_catalogue_imports_neither_torch_nor_rdkit() -> None:
     code = (
-        "import sys, trainer.catalogue; "
+        "import sys, molhpo.contract.catalogue; "
         "bad = [m for m in ('torch', 'rdkit', 'torch_geometric', 'optuna') if m in sys.modules]; "
         "sys.exit(f'catalogue imported {bad}' if bad else 0)"
     )
