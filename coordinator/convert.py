@@ -11,7 +11,7 @@ import optuna
 from google.protobuf import json_format, struct_pb2
 
 from coordinator.events import Event
-from coordinator.objectives import ATTR_FEASIBLE, pareto_front
+from coordinator.objectives import pareto_front
 from coordinator.spec import (
     TRIAL_METRICS,
     CategoricalDist,
@@ -27,6 +27,7 @@ from coordinator.spec import (
     StudySpec,
     Value,
 )
+from molhpo.contract import attrs
 from molhpo.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -295,10 +296,10 @@ def trial_to_proto(t: optuna.trial.FrozenTrial) -> study_pb2.TrialInfo:
         epochs_trained=int(ua.get("epochs_trained", 0)),
         last_step=t.last_step or 0,
         best_step=int(ua.get("best_step", 0)),
-        feasible=bool(ua.get(ATTR_FEASIBLE, True)),
-        n_parameters=int(ua.get("n_parameters", 0) or 0),
-        failure_class=str(ua.get("failure_class", "")),
-        failure_reason=str(ua.get("failure_reason", "")),
+        feasible=bool(ua.get(attrs.TRIAL_FEASIBLE, True)),
+        n_parameters=int(ua.get(attrs.TRIAL_N_PARAMETERS, 0) or 0),
+        failure_class=str(ua.get(attrs.TRIAL_FAILURE_CLASS, "")),
+        failure_reason=str(ua.get(attrs.TRIAL_FAILURE_REASON, "")),
         trainer_id=str(ua.get("trainer_id", "")),
     )
     if t.values is not None:
@@ -308,7 +309,7 @@ def trial_to_proto(t: optuna.trial.FrozenTrial) -> study_pb2.TrialInfo:
             info.values.extend(t.values)
     for k, v in t.params.items():
         info.params[k].CopyFrom(value_to_proto(v))
-    for k, v in dict(ua.get("valid_metrics", {})).items():
+    for k, v in dict(ua.get(attrs.TRIAL_VALID, {})).items():
         info.valid.values[k] = float(v)
     for k, v in dict(ua.get("test_metrics", {})).items():
         info.test.values[k] = float(v)
@@ -342,7 +343,7 @@ def status_to_proto(s: StudyStatus, with_request: bool = True) -> study_pb2.Stud
     front: list[tuple[int, list[float]]] = []
     for t in s.trials:
         name = t.state.name
-        feasible = bool(t.user_attrs.get(ATTR_FEASIBLE, True))
+        feasible = bool(t.user_attrs.get(attrs.TRIAL_FEASIBLE, True))
         if name == "RUNNING":
             info.n_running += 1
         elif name == "COMPLETE":

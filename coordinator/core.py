@@ -27,8 +27,6 @@ import redis
 from coordinator import convert
 from coordinator.datasets import DatasetSummary, summarize
 from coordinator.evaluation import (
-    ATTR_CONFIG,
-    ATTR_SEED_INDEX,
     Evaluation,
     RaceRow,
     evaluate_trials,
@@ -37,7 +35,7 @@ from coordinator.evaluation import (
 from coordinator.events import Event
 from coordinator.membership import TrainerPool, TrainerRecord, Waiting
 from coordinator.metrics import CoordinatorMetrics, StudyCollector
-from coordinator.objectives import ATTR_FEASIBLE, constraints_func
+from coordinator.objectives import constraints_func
 from coordinator.optimizer.pruners import build_pruner, validate_pruner
 from coordinator.optimizer.refine import refine_space
 from coordinator.optimizer.samplers import SamplerContext, build_sampler, validate_sampler
@@ -45,16 +43,11 @@ from coordinator.report_builder import build_report
 from coordinator.retry import DEFAULT_MAX_ATTEMPTS
 from coordinator.spec import ComponentSpec, StudySpec, default_trial, validate
 from coordinator.study_runner import (
-    ATTR_END,
-    ATTR_MESSAGE,
-    ATTR_REQUEST,
-    ATTR_START,
-    ATTR_STATE,
     StudyRunner,
     StudyState,
 )
 from coordinator.trainer_client import TrainerClient
-from molhpo.contract import catalogue
+from molhpo.contract import attrs, catalogue
 from molhpo.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -69,11 +62,6 @@ from storage.owned_cache import Hold, OwnedStudyStorage
 from storage.reports import ReportReader
 
 log = logging.getLogger(__name__)
-
-ATTR_DATASET = "molhpo:dataset"
-ATTR_PARENT = "molhpo:parent"
-ATTR_RACE = "molhpo:race"
-ATTR_EVALUATION_OF = "molhpo:evaluation_of"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -167,12 +155,15 @@ class Coordinator:
         """Studies a previous coordinator left running go on: their running trials are
         claimed back from trainers (or run again), the rest are dispatched as before."""
         for summary in self.storage.get_all_studies():
-            attrs = summary.system_attrs
-            if attrs.get(ATTR_STATE) != StudyState.RUNNING.name or not attrs.get(ATTR_REQUEST):
+            study_attrs = summary.system_attrs
+            running = study_attrs.get(attrs.STUDY_STATE) == StudyState.RUNNING.name
+            if not running or not study_attrs.get(attrs.STUDY_REQUEST):
                 continue
             name = summary.study_name
             try:
-                spec = convert.spec_from_proto(convert.request_from_json(str(attrs[ATTR_REQUEST])))
+                spec = convert.spec_from_proto(
+                    convert.request_from_json(str(study_attrs[attrs.STUDY_REQUEST]))
+                )
                 study = self._load(spec)
                 trials = study.get_trials(deepcopy=False)
                 runner = self._runner(spec, study, n_existing=len(trials))
@@ -250,10 +241,12 @@ class Coordinator:
             study.set_user_attr("dataset", spec.dataset.name)
             study.set_user_attr("metric", spec.metric)
             self.storage.set_study_system_attr(
-                study._study_id, ATTR_REQUEST, convert.request_to_json(convert.spec_to_proto(spec))
+                study._study_id,
+                attrs.STUDY_REQUEST,
+                convert.request_to_json(convert.spec_to_proto(spec)),
             )
             self.storage.set_study_system_attr(
-                study._study_id, ATTR_DATASET, dataclasses.asdict(summary)
+                study._study_id, attrs.STUDY_DATASET, dataclasses.asdict(summary)
             )
             runner = self._runner(spec, study)
             self._studies[spec.name] = runner
@@ -272,7 +265,7 @@ class Coordinator:
         if not self._exists(spec.name):
             return False
         sid = self.storage.get_study_id_from_name(spec.name)
-        raw = self.storage.get_study_system_attrs(sid).get(ATTR_REQUEST)
+        raw = self.storage.get_study_system_attrs(sid).get(attrs.STUDY_REQUEST)
         return bool(raw) and convert.request_from_json(str(raw)).request_id == spec.request_id
 
     def _load(self, spec: StudySpec) -> optuna.Study:
@@ -336,9 +329,11 @@ class Coordinator:
             study = self._load(spec)
             # A RUNNING trial no coordinator serves any more cannot finish: record why.
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                self.storage.set_trial_user_attr(t._trial_id, "failure_class", "orphaned")
+                self.storage.set_trial_user_attr(t._trial_id, attrs.TRIAL_FAILURE_CLASS, "orphaned")
                 self.storage.set_trial_user_attr(
-                    t._trial_id, "failure_reason", "its coordinator stopped before it ended"
+                    t._trial_id,
+                    attrs.TRIAL_FAILURE_REASON,
+                    "its coordinator stopped before it ended",
                 )
                 study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             existing = len(study.get_trials(deepcopy=False))
@@ -347,7 +342,9 @@ class Coordinator:
                     f"n_trials: study {name!r} has {existing} trials already; ask for more"
                 )
             self.storage.set_study_system_attr(
-                study._study_id, ATTR_REQUEST, convert.request_to_json(convert.spec_to_proto(spec))
+                study._study_id,
+                attrs.STUDY_REQUEST,
+                convert.request_to_json(convert.spec_to_proto(spec)),
             )
             runner = self._runner(spec, study, n_existing=existing)
             self._studies[name] = runner
@@ -368,7 +365,7 @@ class Coordinator:
             for t in status.trials
             if t.state == optuna.trial.TrialState.COMPLETE
             and t.value is not None
-            and t.user_attrs.get(ATTR_FEASIBLE, True)
+            and t.user_attrs.get(attrs.TRIAL_FEASIBLE, True)
         ]
         if not done:
             raise FailedPrecondition(f"study {name!r} has no complete trial yet")
@@ -387,7 +384,7 @@ class Coordinator:
             # Start where the parent ended: its best configuration is the child's trial 0.
             enqueued=(dict(best.params),),
         )
-        return self.start_study(child, system_attrs={ATTR_PARENT: parent})
+        return self.start_study(child, system_attrs={attrs.STUDY_PARENT: parent})
 
     def evaluate_study(
         self,
@@ -410,7 +407,7 @@ class Coordinator:
         if include_default:
             configs.append(("default", dict(default_trial(spec))))
         enqueue = [
-            (params, {ATTR_CONFIG: label, ATTR_SEED_INDEX: s, "enqueued": "evaluation"})
+            (params, {attrs.EVAL_CONFIG: label, attrs.EVAL_SEED_INDEX: s, "enqueued": "evaluation"})
             for s in range(seeds)
             for label, params in configs
         ]
@@ -427,13 +424,15 @@ class Coordinator:
             constraints=(),
             return_test_predictions=True,
         )
-        return self.start_study(eval_spec, system_attrs={ATTR_EVALUATION_OF: name}, enqueue=enqueue)
+        return self.start_study(
+            eval_spec, system_attrs={attrs.STUDY_EVALUATION_OF: name}, enqueue=enqueue
+        )
 
     def evaluation(self, name: str) -> Evaluation | None:
         """The evaluation summary of an evaluation study (None for other studies)."""
         status = self.status(name)
         sid = self.storage.get_study_id_from_name(name)
-        if ATTR_EVALUATION_OF not in self.storage.get_study_system_attrs(sid):
+        if attrs.STUDY_EVALUATION_OF not in self.storage.get_study_system_attrs(sid):
             return None
         return evaluate_trials(status.trials)
 
@@ -460,9 +459,9 @@ class Coordinator:
             if self._exists(s.name):
                 raise AlreadyExists(f"study {s.name!r} exists already; rename the race")
 
-        def attrs(i: int) -> dict[str, object]:
+        def study_attrs(i: int) -> dict[str, object]:
             return {
-                ATTR_RACE: {
+                attrs.STUDY_RACE: {
                     "race": name,
                     "label": entries[i][0],
                     "index": i,
@@ -473,17 +472,17 @@ class Coordinator:
 
         if concurrent:
             for i, s in enumerate(specs):
-                self.start_study(s, system_attrs=attrs(i))
+                self.start_study(s, system_attrs=study_attrs(i))
             return
         # The first set-up starts now, so the race exists as soon as this returns.
-        self.start_study(specs[0], system_attrs=attrs(0))
+        self.start_study(specs[0], system_attrs=study_attrs(0))
 
         def run_in_turn() -> None:
             for i, s in enumerate(specs):
                 if self._stop.is_set():
                     return
                 if i > 0:
-                    self.start_study(s, system_attrs=attrs(i))
+                    self.start_study(s, system_attrs=study_attrs(i))
                 runner = self.runner(s.name)
                 while runner is not None and not runner.finished and not self._stop.is_set():
                     runner.join(1.0)
@@ -495,7 +494,7 @@ class Coordinator:
         members = []
         expected = 0
         for s in self.storage.get_all_studies():
-            info = s.system_attrs.get(ATTR_RACE)
+            info = s.system_attrs.get(attrs.STUDY_RACE)
             if isinstance(info, dict) and info.get("race") == name:
                 expected = int(info.get("n_entries", 0))
                 members.append(
@@ -628,7 +627,7 @@ class Coordinator:
             sid = self.storage.get_study_id_from_name(name)
         except KeyError:
             raise NotFound(f"study {name!r} does not exist; see `molhpo study list`") from None
-        attrs = self.storage.get_study_system_attrs(sid)
+        study_attrs = self.storage.get_study_system_attrs(sid)
         directions = tuple(
             "maximize" if d == optuna.study.StudyDirection.MAXIMIZE else "minimize"
             for d in self.storage.get_study_directions(sid)
@@ -641,24 +640,24 @@ class Coordinator:
             waiting = runner.waiting
         else:
             trials = self.storage.get_all_trials(sid, deepcopy=False)
-            raw = str(attrs.get(ATTR_STATE, "DETACHED"))
+            raw = str(study_attrs.get(attrs.STUDY_STATE, "DETACHED"))
             state = StudyState[raw] if raw in StudyState.__members__ else StudyState.DETACHED
             if state is StudyState.RUNNING:
                 # Started by a coordinator that is gone; nobody dispatches it now.
                 state = StudyState.DETACHED
-            message = str(attrs.get(ATTR_MESSAGE, ""))
-            end = float(attrs.get(ATTR_END, 0.0))
+            message = str(study_attrs.get(attrs.STUDY_MESSAGE, ""))
+            end = float(study_attrs.get(attrs.STUDY_END, 0.0))
             waiting = None
         return StudyStatus(
             name=name,
             state=state,
-            request_json=str(attrs.get(ATTR_REQUEST, "")),
+            request_json=str(study_attrs.get(attrs.STUDY_REQUEST, "")),
             trials=trials,
             directions=directions,
-            start_time=float(attrs.get(ATTR_START, 0.0)),
+            start_time=float(study_attrs.get(attrs.STUDY_START, 0.0)),
             end_time=end,
             message=message,
-            dataset=_summary(attrs.get(ATTR_DATASET)),
+            dataset=_summary(study_attrs.get(attrs.STUDY_DATASET)),
             waiting=waiting,
         )
 
@@ -873,10 +872,10 @@ class StudyReport:
 
 def _test_predictions(trial: optuna.trial.FrozenTrial) -> dict[str, list[float]] | None:
     """The best model's test-set predictions, from the trial or its checkpoint folder."""
-    if "test_predictions" in trial.user_attrs:
+    if attrs.TEST_PREDICTIONS in trial.user_attrs:
         return {
-            "y_true": list(trial.user_attrs["test_targets"]),
-            "y_pred": list(trial.user_attrs["test_predictions"]),
+            "y_true": list(trial.user_attrs[attrs.TEST_TARGETS]),
+            "y_pred": list(trial.user_attrs[attrs.TEST_PREDICTIONS]),
         }
     path = trial.user_attrs.get("checkpoint")
     if not path:

@@ -11,11 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import optuna
 
-# Trial user attrs of evaluation trials.
-ATTR_CONFIG = "eval_config"  # "rank-1", "rank-2", ..., "default"
-ATTR_SEED_INDEX = "eval_seed_index"
-ATTR_TEST_PRED = "test_predictions"
-ATTR_TEST_TRUE = "test_targets"
+from molhpo.contract import attrs
 
 
 @dataclass(frozen=True)
@@ -52,11 +48,11 @@ def evaluate_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> Evaluation:
     done = [
         t
         for t in trials
-        if t.state == optuna.trial.TrialState.COMPLETE and ATTR_CONFIG in t.user_attrs
+        if t.state == optuna.trial.TrialState.COMPLETE and attrs.EVAL_CONFIG in t.user_attrs
     ]
     by_config: dict[str, list[optuna.trial.FrozenTrial]] = defaultdict(list)
     for t in done:
-        by_config[str(t.user_attrs[ATTR_CONFIG])].append(t)
+        by_config[str(t.user_attrs[attrs.EVAL_CONFIG])].append(t)
     results = []
     for config, runs in sorted(by_config.items(), key=lambda kv: _config_order(kv[0])):
         tests: dict[str, list[float]] = defaultdict(list)
@@ -64,7 +60,7 @@ def evaluate_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> Evaluation:
         for t in runs:
             for k, v in dict(t.user_attrs.get("test_metrics", {})).items():
                 tests[k].append(float(v))
-            for k, v in dict(t.user_attrs.get("valid_metrics", {})).items():
+            for k, v in dict(t.user_attrs.get(attrs.TRIAL_VALID, {})).items():
                 valids[k].append(float(v))
         stats = {k: _mean_std(v) for k, v in tests.items()}
         results.append(
@@ -80,14 +76,16 @@ def evaluate_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> Evaluation:
     ranked = sorted({c for c in by_config if c.startswith("rank-")}, key=_config_order)
     by_seed: dict[int, list[optuna.trial.FrozenTrial]] = defaultdict(list)
     for t in done:
-        if t.user_attrs[ATTR_CONFIG] in ranked and ATTR_TEST_PRED in t.user_attrs:
-            by_seed[int(t.user_attrs.get(ATTR_SEED_INDEX, 0))].append(t)
+        if t.user_attrs[attrs.EVAL_CONFIG] in ranked and attrs.TEST_PREDICTIONS in t.user_attrs:
+            by_seed[int(t.user_attrs.get(attrs.EVAL_SEED_INDEX, 0))].append(t)
     rmses = []
     for members in by_seed.values():
         if len(members) != len(ranked):
             continue  # a member of this seed failed: no complete ensemble
-        preds = np.mean([np.asarray(t.user_attrs[ATTR_TEST_PRED], float) for t in members], 0)
-        truth = np.asarray(members[0].user_attrs[ATTR_TEST_TRUE], float)
+        preds = np.mean(
+            [np.asarray(t.user_attrs[attrs.TEST_PREDICTIONS], float) for t in members], 0
+        )
+        truth = np.asarray(members[0].user_attrs[attrs.TEST_TARGETS], float)
         rmses.append(float(np.sqrt(np.mean((preds - truth) ** 2))))
     if len(ranked) > 1 and rmses:
         mean, std = _mean_std(rmses)
@@ -157,7 +155,9 @@ def race_row(
         label=label,
         study=study,
         wall_seconds=wall,
-        trainer_seconds=sum(float(t.user_attrs.get("seconds", 0.0) or 0.0) for t in trials),
+        trainer_seconds=sum(
+            float(t.user_attrs.get(attrs.TRIAL_SECONDS, 0.0) or 0.0) for t in trials
+        ),
         epochs=sum(int(t.user_attrs.get("epochs_trained", 0) or 0) for t in trials),
         best_value=None if best is None else float(best.value or 0.0),
         best_test=dict(best.user_attrs.get("test_metrics", {})) if best else {},

@@ -8,22 +8,17 @@ from collections.abc import Callable, Mapping, Sequence
 import optuna
 
 from coordinator.spec import ConstraintSpec, ObjectiveSpec
-
-# Trial user attributes the coordinator records from a trainer's result.
-ATTR_VALID = "valid_metrics"
-ATTR_N_PARAMETERS = "n_parameters"
-ATTR_SECONDS = "seconds"
-ATTR_FEASIBLE = "feasible"
+from molhpo.contract import attrs
 
 
 def trial_metric(metric: str, user_attrs: Mapping[str, object]) -> float | None:
     """A trial's value of a metric: a validation metric, n_parameters or train_seconds."""
     if metric == "n_parameters":
-        raw = user_attrs.get(ATTR_N_PARAMETERS)
+        raw = user_attrs.get(attrs.TRIAL_N_PARAMETERS)
     elif metric == "train_seconds":
-        raw = user_attrs.get(ATTR_SECONDS)
+        raw = user_attrs.get(attrs.TRIAL_SECONDS)
     else:
-        valid = user_attrs.get(ATTR_VALID)
+        valid = user_attrs.get(attrs.TRIAL_VALID)
         raw = valid.get(metric) if isinstance(valid, Mapping) else None
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         return float(raw)

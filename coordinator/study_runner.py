@@ -24,11 +24,12 @@ from coordinator import convert, pruning
 from coordinator.events import EventKind, EventLog
 from coordinator.membership import Reservation, TrainerPool, Waiting, WaitReason, work_key
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.objectives import ATTR_FEASIBLE, objective_values, violations
+from coordinator.objectives import objective_values, violations
 from coordinator.optimizer.search_space import suggest
 from coordinator.retry import DEFAULT_MAX_ATTEMPTS, RETRYABLE, should_retry
 from coordinator.spec import StudySpec, default_trial
 from coordinator.trainer_client import TrainerClient
+from molhpo.contract import attrs
 from molhpo.errors import InvalidArgument, MolhpoError
 from molhpo.v1 import common_pb2
 from storage import decisions
@@ -37,18 +38,6 @@ from storage.keys import RedisKeys
 from storage.owned_cache import OwnedStudyStorage
 
 log = logging.getLogger(__name__)
-
-# Study attributes molhpo keeps in the store (system attrs: not user-facing).
-ATTR_REQUEST = "molhpo:request"
-ATTR_STATE = "molhpo:state"
-ATTR_START = "molhpo:start_time"
-ATTR_END = "molhpo:end_time"
-ATTR_MESSAGE = "molhpo:message"
-# Trial system attr: the TrialSpec last dispatched (base64), to take the trial back after a
-# coordinator restart.
-ATTR_SPEC = "molhpo:spec"
-# Trial system attr prefix for the decision log: {"seq": n, "prune": bool} per step.
-ATTR_DECISION = "molhpo:decision:"
 
 # How often the dispatch loop re-checks when nothing wakes it.
 _IDLE_WAIT_S = 0.5
@@ -151,10 +140,10 @@ class StudyRunner:
                 )
             for trial in self.spec.enqueued:
                 self.study.enqueue_trial(dict(trial), user_attrs={"enqueued": "request"})
-            for params, attrs in extra:
-                self.study.enqueue_trial(dict(params), user_attrs=dict(attrs))
-        st.set_study_system_attr(sid, ATTR_STATE, self.state.name)
-        st.set_study_system_attr(sid, ATTR_START, self.start_time)
+            for params, user_attrs in extra:
+                self.study.enqueue_trial(dict(params), user_attrs=dict(user_attrs))
+        st.set_study_system_attr(sid, attrs.STUDY_STATE, self.state.name)
+        st.set_study_system_attr(sid, attrs.STUDY_START, self.start_time)
         self._thread.start()
 
     def stop(self, cancel_running: bool) -> None:
@@ -329,7 +318,9 @@ class StudyRunner:
             # knows every trial that may be running somewhere, and with which attempt.
             try:
                 self.study._storage.set_trial_system_attr(
-                    rt.trial_id, ATTR_SPEC, base64.b64encode(spec.SerializeToString()).decode()
+                    rt.trial_id,
+                    attrs.TRIAL_SPEC,
+                    base64.b64encode(spec.SerializeToString()).decode(),
                 )
             except optuna.exceptions.UpdateFinishedTrialError:
                 self._pool.release(res.trainer_id, res.token)  # it ended meanwhile
@@ -452,7 +443,7 @@ class StudyRunner:
             self._sequence += 1
             self.study._storage.set_trial_system_attr(
                 report.trial_id,
-                f"{ATTR_DECISION}{ep.step}",
+                f"{attrs.TRIAL_DECISION_PREFIX}{ep.step}",
                 {"seq": self._sequence, "prune": prune},
             )
             rt.last_step = max(rt.last_step, ep.step)
@@ -471,33 +462,35 @@ class StudyRunner:
             rt = self._running.get(report.trial_id)
             if rt is None or report.attempt != rt.attempt:
                 return False
-            attrs = {
-                "valid_metrics": dict(res.valid.values),
+            user_attrs = {
+                attrs.TRIAL_VALID: dict(res.valid.values),
                 "test_metrics": dict(res.test.values),
                 "epochs_trained": res.epochs_trained,
                 "best_step": res.best_step,
                 "trainer_id": report.trainer_id,
-                "seconds": res.seconds,
-                "n_parameters": res.n_parameters,
+                attrs.TRIAL_SECONDS: res.seconds,
+                attrs.TRIAL_N_PARAMETERS: res.n_parameters,
             }
             if res.checkpoint:
-                attrs["checkpoint"] = res.checkpoint
+                user_attrs["checkpoint"] = res.checkpoint
             if res.resumed_from_step:
-                attrs["resumed_from_step"] = res.resumed_from_step
+                user_attrs["resumed_from_step"] = res.resumed_from_step
             if res.HasField("test_predictions"):
-                attrs["test_predictions"] = list(res.test_predictions.values)
-                attrs["test_targets"] = list(res.test_targets.values)
+                user_attrs[attrs.TEST_PREDICTIONS] = list(res.test_predictions.values)
+                user_attrs[attrs.TEST_TARGETS] = list(res.test_targets.values)
             if self.spec.constraints:
-                attrs[ATTR_FEASIBLE] = all(v <= 0 for v in violations(self.spec.constraints, attrs))
+                user_attrs[attrs.TRIAL_FEASIBLE] = all(
+                    v <= 0 for v in violations(self.spec.constraints, user_attrs)
+                )
             if res.state == common_pb2.TRIAL_STATE_COMPLETE:
-                values = objective_values(self.spec.objectives, attrs)
+                values = objective_values(self.spec.objectives, user_attrs)
                 if values is None:
                     missing = ", ".join(o.metric for o in self.spec.objectives)
-                    self._fail(rt, "error", f"trainer reported no value for: {missing}", attrs)
+                    self._fail(rt, "error", f"trainer reported no value for: {missing}", user_attrs)
                 else:
-                    self._finish_trial(rt, optuna.trial.TrialState.COMPLETE, values, attrs)
+                    self._finish_trial(rt, optuna.trial.TrialState.COMPLETE, values, user_attrs)
             elif res.state == common_pb2.TRIAL_STATE_PRUNED:
-                self._finish_trial(rt, optuna.trial.TrialState.PRUNED, None, attrs)
+                self._finish_trial(rt, optuna.trial.TrialState.PRUNED, None, user_attrs)
             elif res.failure_class in RETRYABLE:
                 self._lost(rt, res.failure_class, res.failure_reason or res.failure_class)
             else:
@@ -505,7 +498,7 @@ class StudyRunner:
                     rt,
                     res.failure_class or "error",
                     res.failure_reason or "trainer reported failure",
-                    attrs,
+                    user_attrs,
                 )
         return True
 
@@ -524,7 +517,7 @@ class StudyRunner:
         """Take back the RUNNING trials of a study a previous coordinator ran: wait for their
         trainers to claim them (heartbeats), or run them again."""
         for t in trials:
-            raw = t.system_attrs.get(ATTR_SPEC)
+            raw = t.system_attrs.get(attrs.TRIAL_SPEC)
             rt = RunningTrial(t._trial_id, t.number, "", 1, time.time(), t.last_step or 0)
             if isinstance(raw, str):
                 spec = common_pb2.TrialSpec()
@@ -605,9 +598,9 @@ class StudyRunner:
         if rt.trainer_id:
             self._pool.release(rt.trainer_id, rt.trial_id)
 
-    def _set_attrs(self, trial_id: int, attrs: dict[str, object]) -> None:
+    def _set_attrs(self, trial_id: int, user_attrs: dict[str, object]) -> None:
         st = self.study._storage
-        for k, v in attrs.items():
+        for k, v in user_attrs.items():
             st.set_trial_user_attr(trial_id, k, v)
 
     def _finish_trial(
@@ -615,11 +608,11 @@ class StudyRunner:
         rt: RunningTrial,
         state: optuna.trial.TrialState,
         values: list[float] | None,
-        attrs: dict[str, object],
+        user_attrs: dict[str, object],
     ) -> None:
         value = values[0] if values else None
         with self._lock:
-            self._set_attrs(rt.trial_id, {**attrs, **_attempt_attrs(rt)})
+            self._set_attrs(rt.trial_id, {**user_attrs, **_attempt_attrs(rt)})
             told = values if values is None or self.spec.multi_objective else values[0]
             self.study.tell(rt.number, told, state=state)
             self._running.pop(rt.trial_id, None)
@@ -627,7 +620,7 @@ class StudyRunner:
             if (
                 value is not None
                 and not self.spec.multi_objective
-                and attrs.get(ATTR_FEASIBLE, True)
+                and user_attrs.get(attrs.TRIAL_FEASIBLE, True)
                 and (
                     self.best_value is None
                     or (
@@ -651,15 +644,15 @@ class StudyRunner:
         rt: RunningTrial,
         failure_class: str,
         reason: str,
-        attrs: dict[str, object] | None = None,
+        user_attrs: dict[str, object] | None = None,
     ) -> None:
         with self._lock:
             self._set_attrs(
                 rt.trial_id,
                 {
-                    **(attrs or {}),
-                    "failure_class": failure_class,
-                    "failure_reason": reason,
+                    **(user_attrs or {}),
+                    attrs.TRIAL_FAILURE_CLASS: failure_class,
+                    attrs.TRIAL_FAILURE_REASON: reason,
                     "trainer_id": rt.trainer_id,
                     **_attempt_attrs(rt),
                 },
@@ -700,9 +693,9 @@ class StudyRunner:
         if isinstance(st, OwnedStudyStorage) and not st.drain():
             log.warning("study %s ends with store writes still queued", self.spec.name)
         try:
-            st.set_study_system_attr(sid, ATTR_STATE, state.name)
-            st.set_study_system_attr(sid, ATTR_END, self.end_time)
-            st.set_study_system_attr(sid, ATTR_MESSAGE, message)
+            st.set_study_system_attr(sid, attrs.STUDY_STATE, state.name)
+            st.set_study_system_attr(sid, attrs.STUDY_END, self.end_time)
+            st.set_study_system_attr(sid, attrs.STUDY_MESSAGE, message)
         except Exception:  # the store itself failed; the in-memory state still tells
             log.exception("could not record the end of study %s", self.spec.name)
         self.events.append(EventKind.STUDY_FINISHED, message=message)
@@ -713,7 +706,7 @@ def last_decision_seq(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
     last = 0
     for t in trials:
         for key, value in t.system_attrs.items():
-            if key.startswith(ATTR_DECISION) and isinstance(value, dict):
+            if key.startswith(attrs.TRIAL_DECISION_PREFIX) and isinstance(value, dict):
                 seq = value.get("seq")
                 if isinstance(seq, int) and seq > last:
                     last = seq

@@ -56,6 +56,9 @@ from optuna.storages import RDBStorage
 from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.trial import FrozenTrial, TrialState
 
+from molhpo.contract import attrs
+from molhpo.contract.enums import FailureClass
+
 log = logging.getLogger(__name__)
 
 # A write the database refuses (not merely cannot take now) is tried this many times in all.
@@ -66,10 +69,6 @@ _MAX_BACKOFF_S = 5.0
 # The database away this long (writes held, nothing acknowledged) is logged as an error, and
 # again every so long while it lasts.
 STALL_ALARM_S = 60.0
-# Trial user attributes that say why a trial failed (as the coordinator's own failures do).
-ATTR_FAILURE_CLASS = "failure_class"
-ATTR_FAILURE_REASON = "failure_reason"
-FAILURE_CLASS = "store"
 # The longest error text kept in a failure reason.
 _MAX_REASON = 400
 
@@ -304,8 +303,8 @@ class OwnedStudyStorage(_CachedStorage):
     def _record_failure(self, trial_id: int, reason: str) -> None:
         """Store a trial as FAIL with why (the writer thread's own write)."""
         backend = self._backend
-        backend.set_trial_user_attr(trial_id, ATTR_FAILURE_CLASS, FAILURE_CLASS)
-        backend.set_trial_user_attr(trial_id, ATTR_FAILURE_REASON, reason)
+        backend.set_trial_user_attr(trial_id, attrs.TRIAL_FAILURE_CLASS, FailureClass.STORE)
+        backend.set_trial_user_attr(trial_id, attrs.TRIAL_FAILURE_REASON, reason)
         backend.set_trial_state_values(trial_id, TrialState.FAIL)
 
     def _tell_lost(self, trial_id: int, reason: str) -> None:

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from conftest import RedisServer
 
-from coordinator.study_runner import ATTR_DECISION
 from molhpo import studyfile
 from molhpo.client import MolhpoClient
+from molhpo.contract import attrs
 from molhpo.errors import MolhpoError
 from molhpo.local import LocalStack
 from molhpo.v1 import common_pb2, study_pb2
@@ -142,10 +142,10 @@ def test_decision_sequence_numbers_stay_unique_across_a_resume_and_a_restart(
     trials = sorted(_store(stack, req.name).trials, key=lambda t: t.number)
     assert len(trials) == 6
     logged = [
-        (t.number, int(key.removeprefix(ATTR_DECISION)), value["seq"])
+        (t.number, int(key.removeprefix(attrs.TRIAL_DECISION_PREFIX)), value["seq"])
         for t in trials
         for key, value in t.system_attrs.items()
-        if key.startswith(ATTR_DECISION)
+        if key.startswith(attrs.TRIAL_DECISION_PREFIX)
     ]
     seqs = [seq for _n, _step, seq in logged]
     assert len(seqs) == len(set(seqs)), "a decision sequence number was used twice"

@@ -15,6 +15,7 @@ from conftest import RedisServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from molhpo.client import MolhpoClient
+from molhpo.contract import attrs
 from molhpo.errors import MolhpoError
 from molhpo.local import LocalStack
 from molhpo.v1 import common_pb2
@@ -27,8 +28,6 @@ EPOCH_SECONDS = 0.5
 # A trial no trainer claims within a lease is run again (attempt 2): keep the lease short, so
 # a trial that was not claimed back would be run again long before its first run ends.
 LEASE_S = 6
-# Trial system attribute holding the TrialSpec last dispatched (base64), with its attempt.
-ATTR_SPEC = "molhpo:spec"
 _ENDED = (
     common_pb2.STUDY_STATE_COMPLETE,
     common_pb2.STUDY_STATE_STOPPED,
@@ -76,7 +75,7 @@ def running_attempts(storage: str) -> dict[int, tuple[int, int]]:
     study = optuna.load_study(study_name=STUDY["name"], storage=storage)
     out = {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        raw = t.system_attrs.get(ATTR_SPEC)
+        raw = t.system_attrs.get(attrs.TRIAL_SPEC)
         if isinstance(raw, str):
             spec = common_pb2.TrialSpec.FromString(base64.b64decode(raw))
             out[t.number] = (spec.attempt, max(t.intermediate_values, default=0))

@@ -16,9 +16,9 @@ import yaml
 from conftest import RedisServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from coordinator.study_runner import ATTR_DECISION
 from molhpo import studyfile
 from molhpo.client import MolhpoClient
+from molhpo.contract import attrs
 from molhpo.local import LocalStack
 from molhpo.v1 import common_pb2, study_pb2
 
@@ -95,9 +95,9 @@ def test_pruned_trials_trained_no_epoch_past_their_pruning_step(
     assert pruned
     for t in pruned:
         decisions = {
-            int(k.removeprefix(ATTR_DECISION)): v
+            int(k.removeprefix(attrs.TRIAL_DECISION_PREFIX)): v
             for k, v in t.system_attrs.items()
-            if k.startswith(ATTR_DECISION)
+            if k.startswith(attrs.TRIAL_DECISION_PREFIX)
         }
         prune_steps = [s for s, d in decisions.items() if d["prune"]]
         assert len(prune_steps) == 1, (t.number, decisions)
@@ -113,8 +113,8 @@ def test_decisions_equal_optunas_hyperband_on_the_same_reports(
     reports = []
     for t in stored:
         for k, d in t.system_attrs.items():
-            if k.startswith(ATTR_DECISION):
-                step = int(k.removeprefix(ATTR_DECISION))
+            if k.startswith(attrs.TRIAL_DECISION_PREFIX):
+                step = int(k.removeprefix(attrs.TRIAL_DECISION_PREFIX))
                 reports.append((d["seq"], t.number, step, t.intermediate_values[step], d["prune"]))
     reports.sort()
     assert [r[0] for r in reports] == list(range(1, len(reports) + 1))

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from molhpo import studyfile
 from molhpo.client import MolhpoClient
+from molhpo.contract import attrs
 from molhpo.local import LocalStack
 from molhpo.v1 import common_pb2, study_pb2
 
@@ -24,9 +25,6 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "freesolv_mlp.yaml"
 N_TRIALS = 6
 # Epochs the trainers must train, and reports they must hold back, while Redis is away.
 OUTAGE_EPOCHS = 4
-# Trial system attribute of the decision log: {"seq": n, "prune": bool} per step, n counting
-# the study's decisions in the order its reports were read.
-ATTR_DECISION = "molhpo:decision:"
 
 
 def trainer_totals(stack: LocalStack) -> dict[str, float]:
@@ -127,7 +125,10 @@ def test_study_survives_a_redis_restart(tmp_path: Path) -> None:
         # Complete: one value for every epoch the trainer trained, no gap.
         assert sorted(t.intermediate_values) == list(range(1, epochs + 1)), (t.number, epochs)
         # In order: the coordinator decided on the steps one after the other.
-        seqs = [t.system_attrs[f"{ATTR_DECISION}{step}"]["seq"] for step in range(1, epochs + 1)]
+        seqs = [
+            t.system_attrs[f"{attrs.TRIAL_DECISION_PREFIX}{step}"]["seq"]
+            for step in range(1, epochs + 1)
+        ]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), (t.number, seqs)
         assert t.user_attrs["attempts"] == 1, (t.number, t.user_attrs.get("retry_history"))
         recorded += epochs

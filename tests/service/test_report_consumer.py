@@ -27,9 +27,9 @@ from coordinator.membership import TrainerPool
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.optimizer.search_space import suggest
 from coordinator.spec import StudySpec
-from coordinator.study_runner import ATTR_DECISION, ATTR_REQUEST, ATTR_SPEC, ATTR_STATE
 from coordinator.trainer_client import TrainerClient
 from molhpo import studyfile
+from molhpo.contract import attrs
 from molhpo.v1 import common_pb2
 from storage import reports
 from storage.keys import RedisKeys
@@ -127,9 +127,9 @@ def _make_rig(server: RedisServer, prefix: str, tmp_path: Path, n: int) -> Rig:
     storage = create_storage(url, sync=False)
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="minimize")
     sid = study._study_id
-    storage.set_study_system_attr(sid, ATTR_STATE, "RUNNING")
+    storage.set_study_system_attr(sid, attrs.STUDY_STATE, "RUNNING")
     storage.set_study_system_attr(
-        sid, ATTR_REQUEST, convert.request_to_json(convert.spec_to_proto(spec))
+        sid, attrs.STUDY_REQUEST, convert.request_to_json(convert.spec_to_proto(spec))
     )
     trials = []
     for _ in range(n):
@@ -139,7 +139,7 @@ def _make_rig(server: RedisServer, prefix: str, tmp_path: Path, n: int) -> Rig:
             study_name=spec.name, trial_id=trial._trial_id, trial_number=trial.number, attempt=1
         )
         storage.set_trial_system_attr(
-            trial._trial_id, ATTR_SPEC, base64.b64encode(sent.SerializeToString()).decode()
+            trial._trial_id, attrs.TRIAL_SPEC, base64.b64encode(sent.SerializeToString()).decode()
         )
         trials.append((trial._trial_id, trial.number))
     keys = RedisKeys(prefix)
@@ -171,9 +171,9 @@ def _decisions_without_redis_key(rig: Rig) -> list[str]:
     for trial_id, number in rig.trials:
         trial = optuna.storages.RDBStorage(rig.url).get_trial(trial_id)
         for key, value in trial.system_attrs.items():
-            if not key.startswith(ATTR_DECISION):
+            if not key.startswith(attrs.TRIAL_DECISION_PREFIX):
                 continue
-            step = key.removeprefix(ATTR_DECISION)
+            step = key.removeprefix(attrs.TRIAL_DECISION_PREFIX)
             raw = client.hget(rig.keys.decisions(trial_id), step)
             want = "prune" if value["prune"] else "continue"
             if raw is None or raw.decode() != want:
@@ -182,7 +182,11 @@ def _decisions_without_redis_key(rig: Rig) -> list[str]:
 
 
 def _decision_steps(trial: optuna.trial.FrozenTrial) -> set[int]:
-    return {int(k.removeprefix(ATTR_DECISION)) for k in trial.system_attrs if ATTR_DECISION in k}
+    return {
+        int(k.removeprefix(attrs.TRIAL_DECISION_PREFIX))
+        for k in trial.system_attrs
+        if attrs.TRIAL_DECISION_PREFIX in k
+    }
 
 
 def test_decisions_redis_refuses_are_neither_stored_nor_acknowledged(

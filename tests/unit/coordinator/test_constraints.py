@@ -8,9 +8,10 @@ import warnings
 import optuna
 import pytest
 
-from coordinator.objectives import ATTR_N_PARAMETERS, ATTR_VALID, constraints_func, violations
+from coordinator.objectives import constraints_func, violations
 from coordinator.optimizer.samplers import SamplerContext, build_sampler
 from coordinator.spec import ConstraintSpec, FloatDist, IntDist, ParamSpec
+from molhpo.contract import attrs
 
 CAP = 5_000
 CONSTRAINTS = (ConstraintSpec("n_parameters", CAP), ConstraintSpec("r2", 0.5))
@@ -21,12 +22,12 @@ PARAMS = (
 
 
 def test_violations_are_metric_minus_max_and_missing_metrics_are_infeasible() -> None:
-    attrs = {ATTR_N_PARAMETERS: 7_000, ATTR_VALID: {"r2": 0.25, "rmse": 1.0}}
-    assert violations(CONSTRAINTS, attrs) == [2_000.0, -0.25]
-    assert violations(CONSTRAINTS, {ATTR_VALID: {"r2": math.nan}}) == [math.inf, math.inf]
+    user_attrs = {attrs.TRIAL_N_PARAMETERS: 7_000, attrs.TRIAL_VALID: {"r2": 0.25, "rmse": 1.0}}
+    assert violations(CONSTRAINTS, user_attrs) == [2_000.0, -0.25]
+    assert violations(CONSTRAINTS, {attrs.TRIAL_VALID: {"r2": math.nan}}) == [math.inf, math.inf]
     func = constraints_func(CONSTRAINTS)
     assert func is not None
-    trial = optuna.trial.create_trial(value=1.0, user_attrs=attrs)
+    trial = optuna.trial.create_trial(value=1.0, user_attrs=user_attrs)
     assert list(func(trial)) == [2_000.0, -0.25]
     assert constraints_func(()) is None
 
@@ -67,8 +68,8 @@ def test_constraint_aware_samplers_call_the_studys_constraints(
         units = trial.suggest_int("units", 16, 256, step=16)
         trial.suggest_float("lr", 1e-4, 1e-2, log=True)
         # As the study runner: the trainer's result goes into user attrs before the tell.
-        trial.set_user_attr(ATTR_N_PARAMETERS, _n_parameters(units))
-        trial.set_user_attr(ATTR_VALID, {"r2": units / 256, "rmse": 2.0 - units / 256})
+        trial.set_user_attr(attrs.TRIAL_N_PARAMETERS, _n_parameters(units))
+        trial.set_user_attr(attrs.TRIAL_VALID, {"r2": units / 256, "rmse": 2.0 - units / 256})
         study.tell(trial, 2.0 - units / 256)
     assert calls == list(range(7))
     for t in study.trials:

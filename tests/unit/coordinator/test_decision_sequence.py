@@ -11,9 +11,10 @@ import redis
 from coordinator import convert
 from coordinator.membership import TrainerPool
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.study_runner import ATTR_DECISION, StudyRunner, last_decision_seq
+from coordinator.study_runner import StudyRunner, last_decision_seq
 from coordinator.trainer_client import TrainerClient
 from molhpo import studyfile
+from molhpo.contract import attrs
 from molhpo.v1 import common_pb2
 from storage.decisions import Decision
 from storage.keys import RedisKeys
@@ -25,7 +26,8 @@ def _logged(seqs: dict[int, object]) -> optuna.trial.FrozenTrial:
     return optuna.trial.create_trial(
         value=1.0,
         system_attrs={
-            f"{ATTR_DECISION}{step}": {"seq": s, "prune": False} for step, s in seqs.items()
+            f"{attrs.TRIAL_DECISION_PREFIX}{step}": {"seq": s, "prune": False}
+            for step, s in seqs.items()
         },
     )
 
@@ -35,7 +37,8 @@ def test_last_decision_seq_is_the_highest_logged() -> None:
     trials = [_logged({1: 3, 2: 17}), _logged({1: 9}), optuna.trial.create_trial(value=2.0)]
     assert last_decision_seq(trials) == 17
     odd = optuna.trial.create_trial(
-        value=1.0, system_attrs={f"{ATTR_DECISION}1": "not a log entry", "other": {"seq": 99}}
+        value=1.0,
+        system_attrs={f"{attrs.TRIAL_DECISION_PREFIX}1": "not a log entry", "other": {"seq": 99}},
     )
     assert last_decision_seq([odd]) == 0
 
@@ -68,5 +71,5 @@ def test_a_new_runner_numbers_its_decisions_after_the_studys_last() -> None:
         )
         runner.on_epoch(report, lambda t, s, d: published.append((t, s, d)))
     log = study._storage.get_trial(running._trial_id).system_attrs
-    assert [log[f"{ATTR_DECISION}{step}"]["seq"] for step in (1, 2)] == [18, 19]
+    assert [log[f"{attrs.TRIAL_DECISION_PREFIX}{step}"]["seq"] for step in (1, 2)] == [18, 19]
     assert [s for _t, s, _d in published] == [1, 2]

@@ -22,7 +22,7 @@ import pytest
 
 from coordinator import pruning
 from coordinator.optimizer.pruners import build_pruner
-from coordinator.study_runner import ATTR_DECISION
+from molhpo.contract import attrs
 from storage.owned_cache import OwnedStudyStorage
 
 STUDY = "prune-replay"
@@ -182,7 +182,7 @@ class MolhpoSide:
             prune = pruning.record_and_decide(self.study, tid, step, value)
             self.sequence += 1
             self.storage.set_trial_system_attr(
-                tid, f"{ATTR_DECISION}{step}", {"seq": self.sequence, "prune": prune}
+                tid, f"{attrs.TRIAL_DECISION_PREFIX}{step}", {"seq": self.sequence, "prune": prune}
             )
         return prune
 
@@ -276,5 +276,5 @@ def test_decisions_equal_optunas_pruner_on_the_same_reports(
     stored = {t.number: t for t in optuna.load_study(study_name=STUDY, storage=ours.url).trials}
     for number, step, prune in decisions:
         assert step in stored[number].intermediate_values
-        assert stored[number].system_attrs[f"{ATTR_DECISION}{step}"]["prune"] is prune
+        assert stored[number].system_attrs[f"{attrs.TRIAL_DECISION_PREFIX}{step}"]["prune"] is prune
     assert sum(t.state == optuna.trial.TrialState.PRUNED for t in stored.values()) == len(pruned)

@@ -19,7 +19,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from coordinator import convert, core, study_runner
+from coordinator import convert
 from coordinator.objectives import pareto_front
 from coordinator.report_builder import (
     ATTR_DATASET,
@@ -34,6 +34,7 @@ from coordinator.report_builder import (
     rank_single,
     trial_facts,
 )
+from molhpo.contract.attrs import STUDY_DATASET, STUDY_REQUEST
 from molhpo.errors import InvalidArgument
 from molhpo.v1 import common_pb2, study_pb2
 
@@ -208,8 +209,8 @@ def main_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study,
 
 
 def test_attr_names_match_the_coordinator() -> None:
-    assert ATTR_REQUEST == study_runner.ATTR_REQUEST
-    assert ATTR_DATASET == core.ATTR_DATASET
+    assert ATTR_REQUEST == STUDY_REQUEST
+    assert ATTR_DATASET == STUDY_DATASET
 
 
 def test_every_file_is_written_and_plots_are_real_pngs(
