@@ -48,6 +48,7 @@ from coordinator.study_runner import (
 )
 from coordinator.trainer_client import TrainerClient
 from molhpo.contract import attrs, catalogue
+from molhpo.contract.enums import FailureClass
 from molhpo.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -329,7 +330,9 @@ class Coordinator:
             study = self._load(spec)
             # A RUNNING trial no coordinator serves any more cannot finish: record why.
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                self.storage.set_trial_user_attr(t._trial_id, attrs.TRIAL_FAILURE_CLASS, "orphaned")
+                self.storage.set_trial_user_attr(
+                    t._trial_id, attrs.TRIAL_FAILURE_CLASS, FailureClass.ORPHANED
+                )
                 self.storage.set_trial_user_attr(
                     t._trial_id,
                     attrs.TRIAL_FAILURE_REASON,
@@ -811,7 +814,10 @@ class Coordinator:
             elif body == "result":
                 ok = runner.on_result(report)
                 self.metrics.reports.labels("result" if ok else "stale").inc()
-                if ok and report.result.failure_class not in ("trainer_lost", "drained"):
+                if ok and report.result.failure_class not in (
+                    FailureClass.TRAINER_LOST,
+                    FailureClass.DRAINED,
+                ):
                     self.pool.note_success(report.trainer_id)
             else:
                 self.metrics.reports.labels("undecodable").inc()

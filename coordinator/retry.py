@@ -11,15 +11,25 @@ again the same way, so it is recorded as FAIL and not retried.
 
 from __future__ import annotations
 
-OUT_OF_MEMORY = "out_of_memory"
-"""Failure class of a trial that ran out of device or host memory (the trainer's name for it)."""
+from molhpo.contract.enums import FailureClass
 
-RETRYABLE = frozenset({"trainer_lost", "lease_expired", "drained", OUT_OF_MEMORY})
+RETRYABLE: frozenset[FailureClass] = frozenset(
+    {
+        FailureClass.TRAINER_LOST,
+        FailureClass.LEASE_EXPIRED,
+        FailureClass.DRAINED,
+        FailureClass.OUT_OF_MEMORY,
+    }
+)
 """Failure classes that say nothing certain about the trial itself."""
 
 DEFAULT_MAX_ATTEMPTS = 4
 
 
 def should_retry(failure_class: str, attempt: int, max_attempts: int) -> bool:
-    """Whether attempt number ``attempt`` that failed with ``failure_class`` gets another."""
+    """Whether attempt number ``attempt`` that failed with ``failure_class`` gets another.
+
+    ``failure_class`` is a :class:`FailureClass` or the plain string a trainer sent (a class
+    this coordinator does not know is not retried).
+    """
     return failure_class in RETRYABLE and attempt < max_attempts

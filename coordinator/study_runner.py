@@ -30,6 +30,7 @@ from coordinator.retry import DEFAULT_MAX_ATTEMPTS, RETRYABLE, should_retry
 from coordinator.spec import StudySpec, default_trial
 from coordinator.trainer_client import TrainerClient
 from molhpo.contract import attrs
+from molhpo.contract.enums import FailureClass
 from molhpo.errors import InvalidArgument, MolhpoError
 from molhpo.v1 import common_pb2
 from storage import decisions
@@ -192,7 +193,9 @@ class StudyRunner:
                     if self._stop_requested:
                         while self._retry:
                             waiting = self._retry.popleft()
-                            self._fail(waiting, "stopped", "the study stopped before its retry")
+                            self._fail(
+                                waiting, FailureClass.STOPPED, "the study stopped before its retry"
+                            )
                     if self._should_finish():
                         self._finish()
                         return
@@ -334,7 +337,7 @@ class StudyRunner:
                 self._trainers.run_trial(res.address, spec)
             except InvalidArgument as err:
                 self._release(rt)
-                self._fail(rt, "invalid_config", f"trainer refused the trial: {err}")
+                self._fail(rt, FailureClass.INVALID_CONFIG, f"trainer refused the trial: {err}")
                 return
             except MolhpoError as err:
                 log.info("trainer %s did not take trial %d: %s", res.trainer_id, rt.number, err)
@@ -352,7 +355,7 @@ class StudyRunner:
                 note += f" (attempt {rt.attempt})"
             self.events.append(EventKind.TRIAL_STARTED, rt.number, message=note)
             return
-        self._fail(rt, "dispatch", "no trainer accepted the trial")
+        self._fail(rt, FailureClass.DISPATCH, "no trainer accepted the trial")
 
     def _lost(self, rt: RunningTrial, failure_class: str, reason: str) -> None:
         """The trainer of a trial is gone: dispatch it again, or record the failure."""
@@ -486,7 +489,12 @@ class StudyRunner:
                 values = objective_values(self.spec.objectives, user_attrs)
                 if values is None:
                     missing = ", ".join(o.metric for o in self.spec.objectives)
-                    self._fail(rt, "error", f"trainer reported no value for: {missing}", user_attrs)
+                    self._fail(
+                        rt,
+                        FailureClass.ERROR,
+                        f"trainer reported no value for: {missing}",
+                        user_attrs,
+                    )
                 else:
                     self._finish_trial(rt, optuna.trial.TrialState.COMPLETE, values, user_attrs)
             elif res.state == common_pb2.TRIAL_STATE_PRUNED:
@@ -496,7 +504,7 @@ class StudyRunner:
             else:
                 self._fail(
                     rt,
-                    res.failure_class or "error",
+                    res.failure_class or FailureClass.ERROR,
                     res.failure_reason or "trainer reported failure",
                     user_attrs,
                 )
@@ -511,7 +519,9 @@ class StudyRunner:
                 if tid in trial_ids and rt.trainer_id == trainer_id
             ]
         for rt in lost:
-            self._lost(rt, "trainer_lost", f"trainer {trainer_id} stopped sending heartbeats")
+            self._lost(
+                rt, FailureClass.TRAINER_LOST, f"trainer {trainer_id} stopped sending heartbeats"
+            )
 
     def adopt(self, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
         """Take back the RUNNING trials of a study a previous coordinator ran: wait for their
@@ -550,13 +560,15 @@ class StudyRunner:
             if rt is None or rt.trainer_id or rt in self._retry:
                 return False
             rt.history.append(f"attempt {rt.attempt}: no trainer claimed it after a restart")
-            if should_retry("trainer_lost", rt.attempt, self._max_attempts):
+            if should_retry(FailureClass.TRAINER_LOST, rt.attempt, self._max_attempts):
                 rt.attempt += 1
                 self._retry.append(rt)
-                self._metrics.retries.labels("trainer_lost").inc()
+                self._metrics.retries.labels(FailureClass.TRAINER_LOST).inc()
                 self._wake.set()
                 return True
-        self._fail(rt, "trainer_lost", "no trainer claimed it after a coordinator restart")
+        self._fail(
+            rt, FailureClass.TRAINER_LOST, "no trainer claimed it after a coordinator restart"
+        )
         return True
 
     def on_lease_expired(self, trainer_id: str, trial_id: int) -> bool:
@@ -565,7 +577,9 @@ class StudyRunner:
             rt = self._running.get(trial_id)
             if rt is None or rt.trainer_id != trainer_id:
                 return False
-        self._lost(rt, "lease_expired", f"trainer {trainer_id} stopped renewing its lease")
+        self._lost(
+            rt, FailureClass.LEASE_EXPIRED, f"trainer {trainer_id} stopped renewing its lease"
+        )
         return True
 
     def owns(self, trial_id: int) -> bool:

@@ -14,6 +14,7 @@ from grpc_health.v1 import health
 
 from molhpo import grpc_util, security, startup_checks
 from molhpo.contract import catalogue
+from molhpo.contract.enums import FailureClass
 from molhpo.errors import InvalidArgument, MolhpoError
 from molhpo.v1 import trainer_pb2, trainer_pb2_grpc
 from storage.artifacts import ArtifactStore
@@ -198,8 +199,8 @@ class TrainerServer:
         grpc_util.mark_not_serving(self.health, SERVICE_NAMES)
         self.membership.stop()
         # Running trials stop after their epoch, save their state and go back to the
-        # coordinator ("drained"), which dispatches them again elsewhere to resume.
-        self.worker.cancel_all("trainer shutting down", "drained")
+        # coordinator (DRAINED), which dispatches them again elsewhere to resume.
+        self.worker.cancel_all("trainer shutting down", FailureClass.DRAINED)
         grace = self.settings.grace_s if grace_s is None else grace_s
         deadline = time.monotonic() + grace
         self.worker.join(grace)

@@ -19,6 +19,7 @@ import redis
 import torch
 
 from molhpo.contract import catalogue
+from molhpo.contract.enums import FailureClass
 from molhpo.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -36,7 +37,6 @@ from trainer.convert import config_from_spec, epoch_to_proto, result_to_proto
 from trainer.metrics import TrainerMetrics
 from trainer.outbox import Outbox
 from trainer.training.loop import (
-    OUT_OF_MEMORY,
     EpochResult,
     TrainResult,
     release_cached_memory,
@@ -51,7 +51,7 @@ class _Running:
     spec: common_pb2.TrialSpec
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = ""
-    cancel_class: str = "cancelled"
+    cancel_class: str = FailureClass.CANCELLED
     thread: threading.Thread | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -142,7 +142,7 @@ class TrialWorker:
         run.cancel_reason = reason or "cancelled"
         run.cancel.set()
 
-    def cancel_all(self, reason: str, failure_class: str = "cancelled") -> None:
+    def cancel_all(self, reason: str, failure_class: str = FailureClass.CANCELLED) -> None:
         """Ask every running trial to stop (``drained``: hand it back to be resumed)."""
         with self._lock:
             runs = list(self._running.values())
@@ -246,20 +246,20 @@ class TrialWorker:
         except MolhpoError as err:
             body = common_pb2.TrialResult(
                 state=common_pb2.TRIAL_STATE_FAIL,
-                failure_class="invalid_config",
+                failure_class=FailureClass.INVALID_CONFIG,
                 failure_reason=str(err),
             )
         except (torch.OutOfMemoryError, MemoryError) as err:  # where train() did not class it
             body = common_pb2.TrialResult(
                 state=common_pb2.TRIAL_STATE_FAIL,
-                failure_class=OUT_OF_MEMORY,
+                failure_class=FailureClass.OUT_OF_MEMORY,
                 failure_reason=f"out of memory on {self.device}: {err}",
             )
         except Exception as err:  # a bug: recorded, never silently lost
             log.exception("trial %d failed", spec.trial_number)
             body = common_pb2.TrialResult(
                 state=common_pb2.TRIAL_STATE_FAIL,
-                failure_class="error",
+                failure_class=FailureClass.ERROR,
                 failure_reason=f"{type(err).__name__}: {err}",
             )
         if body.state == common_pb2.TRIAL_STATE_FAIL:

@@ -63,6 +63,7 @@ from molhpo.contract.catalogue import (
     param_int,
     resolve_params,
 )
+from molhpo.contract.enums import FailureClass
 from molhpo.errors import DivergedError, InvalidArgument, TrainingError
 from trainer.datasets import DatasetRequest, MoleculeTable, load_table, split_dataset
 from trainer.featurize import (
@@ -86,11 +87,6 @@ from trainer.training.synthetic import train_synthetic
 
 EVAL_BATCH_SIZE = 1024
 """Molecules per forward pass when predicting the validation and test sets."""
-
-OUT_OF_MEMORY = "out_of_memory"
-"""Failure class of a trial that ran out of device (or host) memory: a resource failure, which
-the coordinator dispatches again (trials beside it on a shared GPU may have held the memory),
-not a verdict on its configuration."""
 
 log = logging.getLogger(__name__)
 
@@ -673,7 +669,7 @@ def _out_of_memory(
         f"and {n_parameters} parameters ({first_line}); trials beside it may have held the "
         "memory, so it is dispatched again; if it fails so every time, lower batch_size or "
         "the model size, or run fewer slots per GPU",
-        failure_class=OUT_OF_MEMORY,
+        failure_class=FailureClass.OUT_OF_MEMORY,
     )
 
 
@@ -827,9 +823,9 @@ def train(
     dropped with a warning and the trial starts over.
 
     Raises InvalidArgument for unknown names or out-of-range settings, InvalidConfigError for
-    hyperparameters that cannot work, TrainingError of class ``OUT_OF_MEMORY`` when the device
-    (or host) runs out of memory, DivergedError when the training loss or the validation
-    predictions become NaN or infinite.
+    hyperparameters that cannot work, TrainingError of class ``FailureClass.OUT_OF_MEMORY``
+    when the device (or host) runs out of memory, DivergedError when the training loss or the
+    validation predictions become NaN or infinite.
     """
     try:
         return _train(config, on_epoch, checkpoints, resume, restore=True)

@@ -6,15 +6,17 @@ import inspect
 
 import pytest
 
-from coordinator.retry import DEFAULT_MAX_ATTEMPTS, OUT_OF_MEMORY, RETRYABLE, should_retry
+from coordinator.retry import DEFAULT_MAX_ATTEMPTS, RETRYABLE, should_retry
 from coordinator.settings import CoordinatorSettings
 from coordinator.study_runner import StudyRunner
+from molhpo.contract.enums import FailureClass
 from molhpo.errors import DivergedError, InvalidConfigError, TrainingError
 
-# Failures that say nothing about the trial: its trainer died, was cut off or drained.
+# Failures that say nothing about the trial: its trainer died, was cut off or drained (as plain
+# strings, the way a trainer's result carries them).
 LOST = ["trainer_lost", "lease_expired", "drained"]
 # Running out of memory: on a shared GPU the memory may have gone to the trials beside it.
-RESOURCE = [OUT_OF_MEMORY]
+RESOURCE = [FailureClass.OUT_OF_MEMORY]
 # Failures of the trial itself (trainer results: diverged, invalid_config, error, cancelled)
 # or of the study around it (the coordinator's dispatch, stop and restart paths).
 OWN = [
@@ -32,6 +34,7 @@ OWN = [
 
 def test_the_retryable_classes_are_exactly_the_lost_trainer_and_resource_ones() -> None:
     assert set(RETRYABLE) == set(LOST) | set(RESOURCE)
+    assert all(isinstance(c, FailureClass) for c in RETRYABLE)
     assert OWN[:3] == ["diverged", "invalid_config", "error"]
 
 

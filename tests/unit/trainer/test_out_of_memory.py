@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from coordinator.retry import DEFAULT_MAX_ATTEMPTS, RETRYABLE, should_retry
-from coordinator.retry import OUT_OF_MEMORY as RETRIED_CLASS
+from molhpo.contract.enums import FailureClass
 from molhpo.errors import InvalidConfigError, TrainingError
-from trainer.training.loop import OUT_OF_MEMORY, TrainConfig, train
+from trainer.training.loop import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -58,7 +58,7 @@ def test_out_of_memory_in_a_training_step_is_a_resource_failure(model: str, afte
     assert calls[0] > after  # it did fail inside the training, where it was raised
     err = caught.value
     assert not isinstance(err, InvalidConfigError)
-    assert err.failure_class == OUT_OF_MEMORY == "out_of_memory"
+    assert err.failure_class == FailureClass.OUT_OF_MEMORY == "out_of_memory"
     assert "ran out of memory on cpu with batch_size" in str(err)
     assert "CUDA out of memory. Tried to allocate 2.00 GiB" in str(err)
     assert isinstance(err.__cause__, torch.OutOfMemoryError)
@@ -67,7 +67,7 @@ def test_out_of_memory_in_a_training_step_is_a_resource_failure(model: str, afte
 def test_host_memory_running_out_is_classified_alike() -> None:
     with failing_forward(0, MemoryError), pytest.raises(TrainingError) as caught:
         train(config(), lambda _e: True)
-    assert caught.value.failure_class == OUT_OF_MEMORY
+    assert caught.value.failure_class == FailureClass.OUT_OF_MEMORY
 
 
 def test_other_errors_in_a_step_are_not_taken_for_memory() -> None:
@@ -77,8 +77,8 @@ def test_other_errors_in_a_step_are_not_taken_for_memory() -> None:
 
 
 def test_the_coordinator_dispatches_an_out_of_memory_trial_again_within_the_bound() -> None:
-    assert OUT_OF_MEMORY == RETRIED_CLASS and OUT_OF_MEMORY in RETRYABLE
+    assert FailureClass.OUT_OF_MEMORY in RETRYABLE
     for attempt in range(1, DEFAULT_MAX_ATTEMPTS):
-        assert should_retry(OUT_OF_MEMORY, attempt, DEFAULT_MAX_ATTEMPTS)
-    assert not should_retry(OUT_OF_MEMORY, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS)
+        assert should_retry(FailureClass.OUT_OF_MEMORY, attempt, DEFAULT_MAX_ATTEMPTS)
+    assert not should_retry(FailureClass.OUT_OF_MEMORY, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS)
     assert not should_retry(InvalidConfigError("too big").failure_class, 1, DEFAULT_MAX_ATTEMPTS)
