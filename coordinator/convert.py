@@ -28,6 +28,7 @@ from coordinator.spec import (
     Value,
 )
 from molhpo.contract import attrs
+from molhpo.contract.enums import Direction, direction_from_proto, direction_to_proto
 from molhpo.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -170,23 +171,36 @@ def spec_from_proto(req: study_pb2.StartStudyRequest) -> StudySpec:
 
 def _objective(o: common_pb2.Objective) -> ObjectiveSpec:
     metric = o.metric or "rmse"
-    if o.direction == common_pb2.DIRECTION_MINIMIZE:
-        return ObjectiveSpec(metric, "minimize")
-    if o.direction == common_pb2.DIRECTION_MAXIMIZE:
-        return ObjectiveSpec(metric, "maximize")
-    natural = {**catalogue.METRICS, **TRIAL_METRICS}.get(metric, "minimize")
-    return ObjectiveSpec(metric, natural)
+    natural = {**catalogue.METRICS, **TRIAL_METRICS}.get(metric, Direction.MINIMIZE)
+    return ObjectiveSpec(metric, direction_from_proto(o.direction) or natural)
+
+
+def objective_to_proto(metric: str, direction: str) -> common_pb2.Objective:
+    """An objective (a metric and its direction) as it travels in requests and trial specs."""
+    return common_pb2.Objective(metric=metric, direction=direction_to_proto(direction))
 
 
 def _objective_proto(o: ObjectiveSpec) -> common_pb2.Objective:
-    return common_pb2.Objective(
-        metric=o.metric,
-        direction=(
-            common_pb2.DIRECTION_MINIMIZE
-            if o.direction == "minimize"
-            else common_pb2.DIRECTION_MAXIMIZE
-        ),
-    )
+    return objective_to_proto(o.metric, o.direction)
+
+
+_STUDY_DIRECTIONS = {
+    Direction.MINIMIZE: optuna.study.StudyDirection.MINIMIZE,
+    Direction.MAXIMIZE: optuna.study.StudyDirection.MAXIMIZE,
+}
+
+
+def study_direction(direction: str) -> optuna.study.StudyDirection:
+    """A direction as Optuna's enum, for creating a study."""
+    return _STUDY_DIRECTIONS[Direction(direction)]
+
+
+def direction_of(direction: optuna.study.StudyDirection) -> Direction:
+    """The direction of an Optuna study (NOT_SET, which molhpo never creates, reads as
+    minimize)."""
+    if direction == optuna.study.StudyDirection.MAXIMIZE:
+        return Direction.MAXIMIZE
+    return Direction.MINIMIZE
 
 
 def dataset_to_proto(d: DatasetSpec) -> common_pb2.DatasetRef:
@@ -213,14 +227,7 @@ def spec_to_proto(spec: StudySpec) -> study_pb2.StartStudyRequest:
         name=spec.name,
         dataset=dataset_to_proto(spec.dataset),
         model=spec.model,
-        objective=common_pb2.Objective(
-            metric=spec.metric,
-            direction=(
-                common_pb2.DIRECTION_MINIMIZE
-                if spec.direction == "minimize"
-                else common_pb2.DIRECTION_MAXIMIZE
-            ),
-        ),
+        objective=objective_to_proto(spec.metric, spec.direction),
         sampler=common_pb2.ComponentSpec(
             name=spec.sampler.name, options=dict_to_struct(spec.sampler.options)
         ),
@@ -359,7 +366,7 @@ def status_to_proto(s: StudyStatus, with_request: bool = True) -> study_pb2.Stud
                     or best.value is None
                     or (
                         t.value < best.value
-                        if s.directions[0] == "minimize"
+                        if s.directions[0] == Direction.MINIMIZE
                         else t.value > best.value
                     )
                 )

@@ -13,7 +13,6 @@ import functools
 import json
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +38,7 @@ from coordinator.objectives import constraints_func
 from coordinator.optimizer.pruners import build_pruner, validate_pruner
 from coordinator.optimizer.refine import refine_space
 from coordinator.optimizer.samplers import SamplerContext, build_sampler, validate_sampler
-from coordinator.report_builder import build_report
+from coordinator.reporting import build_report
 from coordinator.retry import DEFAULT_MAX_ATTEMPTS
 from coordinator.spec import ComponentSpec, StudySpec, default_trial, validate
 from coordinator.study_runner import (
@@ -48,7 +47,7 @@ from coordinator.study_runner import (
 )
 from coordinator.trainer_client import TrainerClient
 from molhpo.contract import attrs, catalogue
-from molhpo.contract.enums import FailureClass
+from molhpo.contract.enums import Direction, FailureClass
 from molhpo.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -226,12 +225,7 @@ class Coordinator:
             study = optuna.create_study(
                 storage=self.storage,
                 study_name=spec.name,
-                directions=[
-                    optuna.study.StudyDirection.MAXIMIZE
-                    if o.direction == "maximize"
-                    else optuna.study.StudyDirection.MINIMIZE
-                    for o in spec.objectives
-                ],
+                directions=[convert.study_direction(o.direction) for o in spec.objectives],
                 sampler=self._sampler(spec),
                 pruner=build_pruner(spec.pruner.name, spec.pruner.options, spec.max_epochs),
             )
@@ -362,7 +356,7 @@ class Coordinator:
             raise FailedPrecondition(
                 f"study {name!r} has several objectives; it has a Pareto front, not a ranking"
             )
-        sign = -1.0 if status.directions[0] == "maximize" else 1.0
+        sign = -1.0 if status.directions[0] == Direction.MAXIMIZE else 1.0
         done = [
             t
             for t in status.trials
@@ -536,21 +530,19 @@ class Coordinator:
         if not multi and any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
             best = self._best_trials(name, 1)[0]
             predictions = _test_predictions(best)
-        with tempfile.TemporaryDirectory() as tmp:
-            built = build_report(study, Path(tmp), predictions=predictions)
-            markdown = built.markdown.read_text()
-            summary = dict(built.summary)
-            evaluation = self.evaluation(name)
-            if evaluation is not None:
-                markdown += "\n" + evaluation_markdown(evaluation)
-                summary["evaluation"] = dataclasses.asdict(evaluation)
-            best_params = Path(tmp) / "best_params.json"
-            return StudyReport(
-                markdown=markdown,
-                json=json.dumps(summary, indent=2, default=str),
-                best_params_json=best_params.read_text() if best_params.exists() else "{}",
-                plots={p.name: p.read_bytes() for p in built.plots.values()},
-            )
+        built = build_report(study, predictions=predictions)
+        markdown = built.markdown
+        summary = dict(built.summary)
+        evaluation = self.evaluation(name)
+        if evaluation is not None:
+            markdown += "\n" + evaluation_markdown(evaluation)
+            summary["evaluation"] = dataclasses.asdict(evaluation)
+        return StudyReport(
+            markdown=markdown,
+            json=json.dumps(summary, indent=2, default=str),
+            best_params_json=built.best_params_json or "{}",
+            plots=built.plot_files(),
+        )
 
     def predict(
         self, study: str, smiles: Sequence[str], top_k: int
@@ -631,10 +623,7 @@ class Coordinator:
         except KeyError:
             raise NotFound(f"study {name!r} does not exist; see `molhpo study list`") from None
         study_attrs = self.storage.get_study_system_attrs(sid)
-        directions = tuple(
-            "maximize" if d == optuna.study.StudyDirection.MAXIMIZE else "minimize"
-            for d in self.storage.get_study_directions(sid)
-        )
+        directions = tuple(convert.direction_of(d) for d in self.storage.get_study_directions(sid))
         runner = self.runner(name)
         if runner is not None:
             # Its study's cached storage reads only the unfinished trials from the store.

@@ -12,6 +12,7 @@ import numpy as np
 import optuna
 
 from molhpo.contract import attrs
+from molhpo.contract.enums import Direction
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def race_row(
         wall = (
             max(t.datetime_complete for t in finished if t.datetime_complete) - min(starts)
         ).total_seconds()
-    sign = -1.0 if direction == "maximize" else 1.0
+    sign = -1.0 if direction == Direction.MAXIMIZE else 1.0
     complete = [
         t
         for t in trials

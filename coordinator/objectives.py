@@ -9,6 +9,7 @@ import optuna
 
 from coordinator.spec import ConstraintSpec, ObjectiveSpec
 from molhpo.contract import attrs
+from molhpo.contract.enums import Direction
 
 
 def trial_metric(metric: str, user_attrs: Mapping[str, object]) -> float | None:
@@ -65,7 +66,7 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
     """Whether ``a`` is at least as good as ``b`` everywhere and better somewhere."""
     better = False
     for x, y, d in zip(a, b, directions, strict=True):
-        sign = -1.0 if d == "maximize" else 1.0
+        sign = -1.0 if d == Direction.MAXIMIZE else 1.0
         if sign * x > sign * y:
             return False
         if sign * x < sign * y:

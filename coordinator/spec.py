@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from molhpo.contract import catalogue
+from molhpo.contract.enums import Direction
 from molhpo.errors import InvalidArgument
 
 Value = int | float | str | bool
@@ -100,7 +101,10 @@ class ComponentSpec:
     options: Mapping[str, object] = field(default_factory=dict)
 
 
-TRIAL_METRICS: dict[str, str] = {"n_parameters": "minimize", "train_seconds": "minimize"}
+TRIAL_METRICS: dict[str, Direction] = {
+    "n_parameters": Direction.MINIMIZE,
+    "train_seconds": Direction.MINIMIZE,
+}
 """Metrics of a whole trial (not per epoch) usable as extra objectives and in constraints."""
 
 
@@ -109,7 +113,7 @@ class ObjectiveSpec:
     """One objective: a metric and its direction."""
 
     metric: str
-    direction: str  # "minimize" | "maximize"
+    direction: str  # a Direction: "minimize" | "maximize"
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ class StudySpec:
     params: tuple[ParamSpec, ...]
     fixed_params: Mapping[str, object]
     metric: str
-    direction: str  # "minimize" | "maximize"
+    direction: str  # a Direction: "minimize" | "maximize"
     sampler: ComponentSpec
     pruner: ComponentSpec
     n_trials: int
@@ -202,7 +206,7 @@ def validate(spec: StudySpec) -> None:
             f"objective.metric: unknown metric {spec.metric!r}; "
             f"choose one of: {', '.join(sorted(catalogue.METRICS))}"
         )
-    if spec.direction not in ("minimize", "maximize"):
+    if spec.direction not in tuple(Direction):
         raise InvalidArgument(
             f"objective.direction: {spec.direction!r} is not a direction; use minimize or maximize"
         )
@@ -248,7 +252,7 @@ def _validate_objectives_and_constraints(spec: StudySpec) -> None:
             )
         if o.metric in seen:
             raise InvalidArgument(f"{where}.metric: {o.metric!r} is already an objective")
-        if o.direction not in ("minimize", "maximize"):
+        if o.direction not in tuple(Direction):
             raise InvalidArgument(
                 f"{where}.direction: {o.direction!r} is not a direction; use minimize or maximize"
             )

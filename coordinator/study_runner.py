@@ -30,7 +30,7 @@ from coordinator.retry import DEFAULT_MAX_ATTEMPTS, RETRYABLE, should_retry
 from coordinator.spec import StudySpec, default_trial
 from coordinator.trainer_client import TrainerClient
 from molhpo.contract import attrs
-from molhpo.contract.enums import FailureClass
+from molhpo.contract.enums import Direction, FailureClass
 from molhpo.errors import InvalidArgument, MolhpoError
 from molhpo.v1 import common_pb2
 from storage import decisions
@@ -400,14 +400,7 @@ class StudyRunner:
             model=s.model,
             max_epochs=s.max_epochs,
             seed=s.seed + number,
-            objective=common_pb2.Objective(
-                metric=s.metric,
-                direction=(
-                    common_pb2.DIRECTION_MINIMIZE
-                    if s.direction == "minimize"
-                    else common_pb2.DIRECTION_MAXIMIZE
-                ),
-            ),
+            objective=convert.objective_to_proto(s.metric, s.direction),
             keep_checkpoints=s.keep_checkpoints,
             checkpoint_every=s.checkpoint_every,
             return_test_predictions=s.return_test_predictions,
@@ -639,7 +632,7 @@ class StudyRunner:
                     self.best_value is None
                     or (
                         value < self.best_value
-                        if self.spec.direction == "minimize"
+                        if self.spec.direction == Direction.MINIMIZE
                         else value > self.best_value
                     )
                 )

@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 from google.protobuf import json_format
 
+from molhpo.contract.enums import Direction, direction_to_proto
 from molhpo.errors import InvalidArgument
 from molhpo.v1 import common_pb2, study_pb2
 
@@ -58,7 +59,6 @@ _TOP_KEYS = {
     "seed",
     "description",
 }
-_DIRECTIONS = {"minimize": common_pb2.DIRECTION_MINIMIZE, "maximize": common_pb2.DIRECTION_MAXIMIZE}
 
 
 def load(path: str | Path) -> study_pb2.StartStudyRequest:
@@ -204,11 +204,11 @@ def _objective(objective: Any, where: str, out: common_pb2.Objective) -> None:
     out.metric = str(objective.get("metric", ""))
     direction = objective.get("direction")
     if direction is not None:
-        if direction not in _DIRECTIONS:
+        if direction not in tuple(Direction):
             raise InvalidArgument(
                 f"{where}.direction: {direction!r} is not a direction; use minimize or maximize"
             )
-        out.direction = _DIRECTIONS[direction]
+        out.direction = direction_to_proto(direction)
 
 
 def load_race(path: str | Path) -> study_pb2.StartRaceRequest:

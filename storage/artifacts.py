@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from molhpo.contract.enums import Direction
 from molhpo.errors import InvalidArgument, NotFound
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -88,7 +89,7 @@ class TopKCheckpoints:
         self._store = store
         self._dir = store.trial_dir(study, trial_number)
         self._k = k
-        self._sign = -1.0 if direction == "maximize" else 1.0
+        self._sign = -1.0 if direction == Direction.MAXIMIZE else 1.0
         self._entries = store.index(study, trial_number)
 
     def wants(self, value: float) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from molhpo.contract.enums import Direction, direction_from_proto
 from molhpo.errors import InvalidArgument
 from molhpo.v1 import common_pb2
 from trainer.datasets import MAX_INVALID_SHARE, DatasetRequest
@@ -20,9 +21,7 @@ def config_from_spec(
             raise InvalidArgument(f"params.{name}: no value is set")
         params[name] = getattr(v, kind)
     d = spec.dataset
-    direction = (
-        "maximize" if spec.objective.direction == common_pb2.DIRECTION_MAXIMIZE else "minimize"
-    )
+    direction = direction_from_proto(spec.objective.direction) or Direction.MINIMIZE
     return TrainConfig(
         dataset=spec.dataset.name,
         model=spec.model,

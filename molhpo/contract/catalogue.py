@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from molhpo.contract.enums import Direction
 from molhpo.errors import InvalidArgument
 
 HyperparameterKind = Literal["int", "float", "categorical", "bool"]
@@ -523,13 +524,13 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
 }
 
-METRICS: dict[str, str] = {
-    "rmse": "minimize",
-    "mae": "minimize",
-    "r2": "maximize",
-    "mape": "minimize",  # mean absolute percentage error in %, zero targets skipped
-    "pearson": "maximize",
-    "spearman": "maximize",
+METRICS: dict[str, Direction] = {
+    "rmse": Direction.MINIMIZE,
+    "mae": Direction.MINIMIZE,
+    "r2": Direction.MAXIMIZE,
+    "mape": Direction.MINIMIZE,  # mean absolute percentage error in %, zero targets skipped
+    "pearson": Direction.MAXIMIZE,
+    "spearman": Direction.MAXIMIZE,
 }
 """Metric name -> the direction that is better; any of them can be a study's objective."""
 

@@ -1,12 +1,17 @@
 """Enumerations both services use: why a trial failed, which way an objective goes.
 
 They are ``str`` enums, so a member compares equal to the plain string kept in the store and
-sent in ``TrialResult.failure_class``.
+sent in ``TrialResult.failure_class``. A direction crosses the wire as the proto enum
+``molhpo.v1.Direction``; :func:`direction_to_proto` and :func:`direction_from_proto` are the
+one place the two meet (Optuna's ``StudyDirection`` is the coordinator's business, in
+``coordinator/convert.py``).
 """
 
 from __future__ import annotations
 
 import enum
+
+from molhpo.v1 import common_pb2
 
 
 class FailureClass(enum.StrEnum):
@@ -43,3 +48,24 @@ class Direction(enum.StrEnum):
 
     MINIMIZE = "minimize"
     MAXIMIZE = "maximize"
+
+
+_TO_PROTO: dict[Direction, common_pb2.Direction.ValueType] = {
+    Direction.MINIMIZE: common_pb2.DIRECTION_MINIMIZE,
+    Direction.MAXIMIZE: common_pb2.DIRECTION_MAXIMIZE,
+}
+_FROM_PROTO = {v: k for k, v in _TO_PROTO.items()}
+
+
+def direction_to_proto(direction: str) -> common_pb2.Direction.ValueType:
+    """``"minimize"``/``"maximize"`` (or a :class:`Direction`) as the wire enum.
+
+    Raises ValueError for any other string: directions are validated before they are sent.
+    """
+    return _TO_PROTO[Direction(direction)]
+
+
+def direction_from_proto(value: common_pb2.Direction.ValueType) -> Direction | None:
+    """The direction a wire enum names; None for ``DIRECTION_UNSPECIFIED`` (the caller picks
+    the default: the metric's natural direction)."""
+    return _FROM_PROTO.get(value)

@@ -63,7 +63,7 @@ from molhpo.contract.catalogue import (
     param_int,
     resolve_params,
 )
-from molhpo.contract.enums import FailureClass
+from molhpo.contract.enums import Direction, FailureClass
 from molhpo.errors import DivergedError, InvalidArgument, TrainingError
 from trainer.datasets import DatasetRequest, MoleculeTable, load_table, split_dataset
 from trainer.featurize import (
@@ -114,7 +114,7 @@ class TrainConfig:
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
     objective_metric: str = "rmse"
-    objective_direction: str = "minimize"
+    objective_direction: str = Direction.MINIMIZE
     device: str | None = None
     max_molecules: int = 0
     data: DatasetRequest | None = None
@@ -442,7 +442,7 @@ class _Schedule:
         elif self.kind == "plateau":
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer,
-                mode="min" if direction == "minimize" else "max",
+                mode="min" if direction == Direction.MINIMIZE else "max",
                 factor=param_float(params, "plateau_factor"),
                 patience=param_int(params, "plateau_patience"),
                 threshold=0.0,
@@ -687,7 +687,7 @@ def release_cached_memory(device: str | None) -> None:
 def _is_better(value: float, best: float | None, direction: str) -> bool:
     if best is None:
         return True
-    return value < best if direction == "minimize" else value > best
+    return value < best if direction == Direction.MINIMIZE else value > best
 
 
 def _train_step(

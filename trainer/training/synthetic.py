@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from molhpo.contract.catalogue import param_float, param_int, resolve_params
+from molhpo.contract.enums import Direction
 
 START = 3.0
 """Every curve's value before the first epoch."""
@@ -117,7 +118,7 @@ def train_synthetic(
         value = curve_value(params, step, noise, seed)
         valid = metrics_for(value)
         score = valid[metric]
-        better = score < best if direction == "minimize" else score > best
+        better = score < best if direction == Direction.MINIMIZE else score > best
         if best_step == 0 or better:
             best_step, best, best_metrics = step, score, valid
         if not on_epoch(step, 0.9 * value, valid, time.perf_counter() - t0):

@@ -8,11 +8,13 @@ import pytest
 from google.protobuf import struct_pb2
 
 from coordinator.convert import (
+    direction_of,
     request_from_json,
     request_to_json,
     spec_from_proto,
     spec_to_proto,
     struct_to_dict,
+    study_direction,
     value_from_proto,
     value_to_proto,
 )
@@ -27,6 +29,7 @@ from coordinator.spec import (
     StudySpec,
 )
 from molhpo import studyfile
+from molhpo.contract.enums import Direction
 from molhpo.errors import InvalidArgument
 from molhpo.v1 import common_pb2, study_pb2
 
@@ -229,3 +232,10 @@ def test_struct_to_dict_turns_whole_floats_into_ints() -> None:
 
 def test_struct_to_dict_of_empty_struct_is_empty() -> None:
     assert struct_to_dict(struct_pb2.Struct()) == {}
+
+
+@pytest.mark.parametrize("direction", list(Direction))
+def test_a_direction_goes_to_optuna_and_back(direction: Direction) -> None:
+    study_dir = study_direction(direction)
+    assert study_dir.name == direction.name
+    assert direction_of(study_dir) is direction

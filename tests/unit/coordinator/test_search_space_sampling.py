@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from coordinator.convert import spec_from_proto
+from coordinator.convert import spec_from_proto, study_direction
 from coordinator.optimizer.pruners import build_pruner
 from coordinator.optimizer.samplers import build_sampler
 from coordinator.optimizer.search_space import suggest
@@ -30,9 +30,7 @@ def _sample(
     spec: StudySpec, sampler: optuna.samplers.BaseSampler, n: int
 ) -> list[tuple[dict[str, Value], dict[str, object]]]:
     """(suggest's answer, the trial's params) for n trials, each told a made-up value."""
-    study = optuna.create_study(
-        sampler=sampler, direction=optuna.study.StudyDirection[spec.direction.upper()]
-    )
+    study = optuna.create_study(sampler=sampler, direction=study_direction(spec.direction))
     out = []
     for i in range(n):
         trial = study.ask()
