@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from molhpo.contract import catalogue
-from trainer.cpus import usable_cpus
+from molhpo.cpus import usable_cpus
 from trainer.training import EpochResult, TrainConfig, TrainResult, train
 from trainer.training.loop import autocast_dtype
 from trainer.training.sync_guard import BatchSyncs, per_batch_syncs

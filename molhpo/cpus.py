@@ -9,7 +9,9 @@ is the smallest of: the cores of its CPU affinity mask (cpusets), and its cgroup
 turns a container's CPU limit into exactly this quota.
 
 The parsing functions take the files' contents and return values; ``read_cpu_quota`` and
-``usable_cpus`` are the thin I/O around them.
+``usable_cpus`` are the thin I/O around them. The trainer sizes its threads with them, and the
+local launcher (``molhpo/local.py``) its trainers' slots and threads, so they live outside both
+services and import neither.
 """
 
 from __future__ import annotations

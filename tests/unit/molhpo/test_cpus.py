@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.cpus import (
+from molhpo.cpus import (
     cgroup_v1_quota,
     cgroup_v2_quota,
     cpus_allowed,
