@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from molhpo.datasets import load_dataset
 from trainer import featurize as fz
-from trainer.datasets import load_dataset
 
 CASES = [
     ("freesolv", "rdkit_descriptors"),

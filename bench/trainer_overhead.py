@@ -68,9 +68,9 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from molhpo.contract.catalogue import get_model, param_float, param_int, resolve_params
+from molhpo.datasets import load_dataset, split_dataset
 from molhpo.v1 import common_pb2
 from trainer.convert import epoch_to_proto
-from trainer.datasets import load_dataset, split_dataset
 from trainer.featurize import (
     DescriptorFeatures,
     GraphFeatures,

@@ -1,6 +1,11 @@
 """Reading a study's data set before any trial runs: it exists, it parses, it is not mostly
-rows RDKit rejects. Uses the trainer's own loaders (RDKit, no tensors), so the coordinator
-refuses exactly what a trainer would fail on.
+rows RDKit rejects.
+
+The check runs here, in the coordinator, with the very readers a trainer uses
+(``molhpo.datasets``: RDKit and numpy, no tensors), not through a trainer RPC: a study is
+validated when it starts, before any trainer may have joined, and the coordinator must refuse
+exactly what a trainer would fail on. So the readers are shared code outside both services, and
+the coordinator imports them, never the trainer package.
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ from pathlib import Path
 
 from coordinator.spec import DatasetSpec
 from molhpo.contract import catalogue
+from molhpo.datasets import DatasetRequest, load_table
+from molhpo.datasets.qm9 import QM9_PROPERTIES, qm9_data_folder
 from molhpo.errors import InvalidArgument
-from trainer.datasets import DatasetRequest, load_table
-from trainer.datasets.qm9 import QM9_PROPERTIES, qm9_data_folder
 
 
 @dataclass(frozen=True)

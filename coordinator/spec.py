@@ -19,7 +19,7 @@ from molhpo.errors import InvalidArgument
 Value = int | float | str | bool
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
-# Mirrors trainer.datasets.SPLIT_KINDS (the coordinator does not import RDKit for it).
+# Mirrors molhpo.datasets.SPLIT_KINDS (the coordinator does not import RDKit for it).
 SPLITS = ("given", "random", "scaffold")
 MAX_PARALLELISM = 1024
 MAX_TRIALS = 1_000_000

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from molhpo.contract.enums import Direction, direction_from_proto
+from molhpo.datasets import MAX_INVALID_SHARE, DatasetRequest
 from molhpo.errors import InvalidArgument
 from molhpo.v1 import common_pb2
-from trainer.datasets import MAX_INVALID_SHARE, DatasetRequest
 from trainer.training.loop import EpochResult, TrainConfig, TrainResult
 
 

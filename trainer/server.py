@@ -16,12 +16,12 @@ from molhpo import grpc_util, security, startup_checks
 from molhpo.contract import catalogue
 from molhpo.contract.enums import FailureClass
 from molhpo.cpus import threads_per_slot, usable_cpus
+from molhpo.datasets.user import USER_FORMATS
 from molhpo.errors import InvalidArgument, MolhpoError
 from molhpo.v1 import trainer_pb2, trainer_pb2_grpc
 from storage.artifacts import ArtifactStore
 from storage.keys import RedisKeys
 from storage.redis_conn import check_reachable, connect
-from trainer.datasets.user import USER_FORMATS
 from trainer.featurize import set_disk_cache
 from trainer.membership import MembershipAgent
 from trainer.metrics import BusyCollector, GpuCollector, TrainerMetrics

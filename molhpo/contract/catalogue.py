@@ -509,7 +509,7 @@ DATASETS: dict[str, DatasetInfo] = {
         size=130831,
         task="regression",
         target=(
-            "HOMO energy (homo; trainer.datasets.qm9.load_qm9 offers mu, alpha, lumo, gap, r2, "
+            "HOMO energy (homo; molhpo.datasets.qm9.load_qm9 offers mu, alpha, lumo, gap, r2, "
             "zpve, u0, u298, h298, g298, cv, rot_a, rot_b, rot_c)"
         ),
         units="hartree",

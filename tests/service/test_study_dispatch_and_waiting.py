@@ -19,9 +19,9 @@ from prometheus_client import generate_latest
 from coordinator.server import CoordinatorServer, make_server
 from coordinator.settings import CoordinatorSettings
 from molhpo.client import MolhpoClient
+from molhpo.datasets import load_dataset
 from molhpo.local import free_port
 from molhpo.v1 import common_pb2, study_pb2, trainer_pb2, trainer_pb2_grpc
-from trainer.datasets import load_dataset
 from trainer.server import TrainerServer
 from trainer.server import make_server as make_trainer
 from trainer.settings import TrainerSettings

@@ -64,8 +64,8 @@ from molhpo.contract.catalogue import (
     resolve_params,
 )
 from molhpo.contract.enums import Direction, FailureClass
+from molhpo.datasets import DatasetRequest, MoleculeTable, load_table, split_dataset
 from molhpo.errors import DivergedError, InvalidArgument, TrainingError
-from trainer.datasets import DatasetRequest, MoleculeTable, load_table, split_dataset
 from trainer.featurize import (
     ConformerFeatures,
     DescriptorFeatures,

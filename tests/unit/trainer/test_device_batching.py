@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
+from molhpo.datasets import load_table
+from molhpo.datasets.request import DatasetRequest
 from trainer import featurize
-from trainer.datasets import load_table
-from trainer.datasets.request import DatasetRequest
 from trainer.featurize.conformers import compute_conformers
 from trainer.featurize.graphs import (
     NUM_ATOM_FEATURES,

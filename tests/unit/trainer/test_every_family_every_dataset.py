@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from molhpo.contract import catalogue
-from trainer.datasets import DatasetRequest, load_dataset
+from molhpo.datasets import DatasetRequest, load_dataset
 from trainer.training.loop import EpochResult, TrainConfig, train
 
 N_MOLECULES = 96

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from molhpo.datasets import load_dataset
 from trainer import featurize as fz
-from trainer.datasets import load_dataset
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer import featurize as fz
-from trainer.datasets import load_dataset
+from molhpo.datasets import load_dataset
 
 calls = []
 

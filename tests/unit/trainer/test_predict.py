@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from molhpo.datasets import DatasetRequest, load_table, split_dataset
 from molhpo.errors import InvalidArgument, NotFound
 from storage.artifacts import ArtifactStore, TopKCheckpoints
-from trainer.datasets import DatasetRequest, load_table, split_dataset
 from trainer.featurize import featurize, standardize
 from trainer.predict import (
     Ensemble,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from molhpo.contract.catalogue import DATASETS
+from molhpo.datasets import LOADERS, load_dataset
+from molhpo.datasets.builtin import table_from_rows
 from molhpo.errors import InvalidArgument
-from trainer.datasets import LOADERS, load_dataset
-from trainer.datasets.builtin import table_from_rows
 
 
 def test_loader_keys_equal_catalogue_keys() -> None:
@@ -86,7 +86,7 @@ def test_freesolv_has_no_given_split() -> None:
 
 
 def test_bundled_files_and_sources_are_present() -> None:
-    data = resources.files("trainer.datasets") / "data"
+    data = resources.files("molhpo.datasets") / "data"
     for name in ("freesolv.csv", "solubility.train.sdf", "solubility.test.sdf"):
         assert (data / name).is_file(), name
     sources = (data / "SOURCES.txt").read_text(encoding="utf-8")

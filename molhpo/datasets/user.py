@@ -4,7 +4,7 @@ Trainers read such files from folders the operator allowed (``roots``); every pa
 symlinks included, and refused unless it lies inside one of them, so a request cannot make a
 trainer read ``../../etc/passwd``. CSV files are read with the standard library (no pandas), SD
 files with RDKit's SDMolSupplier. Unusable rows are dropped and counted as for the bundled sets;
-call :func:`~trainer.datasets.table.check_invalid_share` to refuse files with too many of them.
+call :func:`~molhpo.datasets.table.check_invalid_share` to refuse files with too many of them.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from rdkit import Chem, rdBase
 
+from molhpo.datasets.builtin import add_sdf_text
+from molhpo.datasets.table import MoleculeTable, TableBuilder
 from molhpo.errors import InvalidArgument
-from trainer.datasets.builtin import add_sdf_text
-from trainer.datasets.table import MoleculeTable, TableBuilder
 
 USER_FORMATS: tuple[str, ...] = ("csv", "sdf")
 """File formats :func:`load_user_file` reads (chosen from the suffix unless given)."""

@@ -1,6 +1,6 @@
-"""Loaders for the data sets bundled with the trainer.
+"""Loaders for the data sets bundled with molhpo.
 
-Each loader reads a file under ``trainer/datasets/data`` (listed with its licence in
+Each loader reads a file under ``molhpo/datasets/data`` (listed with its licence in
 SOURCES.txt) and parses every molecule with RDKit; rows RDKit cannot parse are dropped and counted
 so a trial can report them instead of failing. Loaded tables are cached per process: every trial
 of a study reads the same immutable table.
@@ -17,13 +17,13 @@ from importlib import resources
 from rdkit import Chem, rdBase
 
 from molhpo.contract.catalogue import get_dataset
-from molhpo.errors import Internal
-from trainer.datasets.qm9 import load_qm9
-from trainer.datasets.table import (
+from molhpo.datasets.qm9 import load_qm9
+from molhpo.datasets.table import (
     MAX_INVALID_EXAMPLES,
     MoleculeTable,
     TableBuilder,
 )
+from molhpo.errors import Internal
 
 __all__ = [
     "LOADERS",
@@ -39,7 +39,7 @@ __all__ = [
 
 def _data_text(filename: str) -> str:
     """The text of a bundled data file (works from a wheel as well as from a checkout)."""
-    return (resources.files("trainer.datasets") / "data" / filename).read_text(encoding="utf-8")
+    return (resources.files("molhpo.datasets") / "data" / filename).read_text(encoding="utf-8")
 
 
 def table_from_rows(
@@ -118,7 +118,7 @@ LOADERS: dict[str, Callable[[], MoleculeTable]] = {
 
 ``qm9`` is every molecule with target ``homo`` and needs the optional qm9pack package (its
 loader raises InvalidArgument with the pip command otherwise); call
-:func:`trainer.datasets.qm9.load_qm9` for another target or a subset.
+:func:`molhpo.datasets.qm9.load_qm9` for another target or a subset.
 """
 
 

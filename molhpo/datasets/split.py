@@ -21,8 +21,8 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
+from molhpo.datasets.table import MoleculeTable
 from molhpo.errors import InvalidArgument
-from trainer.datasets.table import MoleculeTable
 
 SPLIT_KINDS: tuple[str, ...] = ("given", "random", "scaffold")
 """Split kinds :func:`split_dataset` knows (:func:`split_indices` does ``random`` only)."""

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from molhpo.errors import InvalidArgument
-from trainer.datasets import (
+from molhpo.datasets import (
     MAX_INVALID_SHARE,
     check_invalid_share,
     load_tabular_csv,
     load_user_file,
 )
+from molhpo.errors import InvalidArgument
 
 
 def _write(path: Path, text: str) -> Path:
@@ -67,7 +67,7 @@ def test_csv_bad_smiles_are_dropped_counted_and_checked(tmp_path: Path) -> None:
 
 
 def test_sdf_targets_are_named_properties(tmp_path: Path) -> None:
-    source = resources.files("trainer.datasets") / "data" / "solubility.test.sdf"
+    source = resources.files("molhpo.datasets") / "data" / "solubility.test.sdf"
     path = _write(tmp_path / "sol.sdf", source.read_text(encoding="utf-8"))
     table = load_user_file(path, roots=(tmp_path,), target_columns=["SOL", "ID"])
     assert len(table) == 257 and table.n_invalid == 0

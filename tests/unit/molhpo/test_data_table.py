@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
+from molhpo.datasets import Conformer, MoleculeTable
+from molhpo.datasets.table import MAX_INVALID_EXAMPLES, TableBuilder
 from molhpo.errors import Internal
-from trainer.datasets import Conformer, MoleculeTable
-from trainer.datasets.table import MAX_INVALID_EXAMPLES, TableBuilder
 
 
 def test_builder_drops_and_counts_unusable_rows() -> None:

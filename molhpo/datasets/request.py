@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.datasets.builtin import load_dataset
-from trainer.datasets.qm9 import load_qm9
-from trainer.datasets.table import MAX_INVALID_SHARE, MoleculeTable, check_invalid_share
-from trainer.datasets.user import load_user_file
+from molhpo.datasets.builtin import load_dataset
+from molhpo.datasets.qm9 import load_qm9
+from molhpo.datasets.table import MAX_INVALID_SHARE, MoleculeTable, check_invalid_share
+from molhpo.datasets.user import load_user_file
 
 
 @dataclass(frozen=True)
