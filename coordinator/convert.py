@@ -32,9 +32,9 @@ from molhpo.contract.enums import Direction, direction_from_proto, direction_to_
 from molhpo.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from coordinator.core import StudyStatus
     from coordinator.datasets import DatasetSummary
     from coordinator.evaluation import RaceRow
+    from coordinator.lifecycle import StudyStatus
 from molhpo.contract import catalogue
 from molhpo.v1 import common_pb2, study_pb2
 

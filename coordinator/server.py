@@ -16,6 +16,7 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.service import MembershipServicer, PredictServicer, StudyServicer
 from coordinator.settings import CoordinatorSettings
 from coordinator.trainer_client import TrainerClient
+from coordinator.wiring import CoordinatorOptions
 from molhpo import grpc_util, security, startup_checks
 from molhpo.errors import MolhpoError
 from molhpo.v1 import study_pb2, study_pb2_grpc, trainer_pb2, trainer_pb2_grpc
@@ -182,10 +183,12 @@ def make_server(settings: CoordinatorSettings) -> CoordinatorServer:
         pool,
         trainers,
         metrics,
-        settings.decision_timeout_s,
-        settings.dataset_root_paths,
-        Path(settings.artifact_dir).resolve() if settings.artifact_dir else None,
-        settings.max_attempts,
+        CoordinatorOptions(
+            decision_timeout_s=settings.decision_timeout_s,
+            dataset_roots=settings.dataset_root_paths,
+            artifact_root=Path(settings.artifact_dir).resolve() if settings.artifact_dir else None,
+            max_attempts=settings.max_attempts,
+        ),
     )
     server = grpc_util.new_server(
         [

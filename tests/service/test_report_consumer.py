@@ -235,14 +235,14 @@ def test_a_batch_met_by_a_stopped_redis_writes_nothing_and_is_handled_again(
     try:
         own_redis.stop()
         with pytest.raises(redis.RedisError):
-            rig.coordinator._handle_batch(batch)
+            rig.coordinator.consumer.handle_batch(batch)
         rig.drain()
         for which in (0, 1):
             assert rig.stored(which).intermediate_values == {}
             assert _decision_steps(rig.stored(which)) == set()
 
         own_redis.start()  # the same port, empty
-        rig.coordinator._handle_batch(batch)
+        rig.coordinator.consumer.handle_batch(batch)
         rig.drain()
         for which in (0, 1):
             assert set(rig.stored(which).intermediate_values) == {1, 2}
