@@ -6,6 +6,7 @@ the coordinator records (coordinator.study_runner.on_result / _fail).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import random
@@ -18,6 +19,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from coordinator import convert
+from coordinator.reporting import Report, build_report
 from molhpo.contract import attrs
 from molhpo.v1 import common_pb2, study_pb2
 
@@ -262,3 +264,10 @@ def strict_json(text: str) -> Any:
         raise AssertionError(f"the JSON holds {name}, which is not JSON")
 
     return json.loads(text, parse_constant=no_constants)
+
+
+@functools.cache
+def main_report() -> tuple[optuna.Study, Report]:
+    """:func:`molhpo_study` and its report with :data:`PREDICTIONS`, built once."""
+    study = molhpo_study()
+    return study, build_report(study, predictions=PREDICTIONS)

@@ -3,7 +3,6 @@ the usual molhpo study, one with no complete trial, a multi-objective one, a for
 
 from __future__ import annotations
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 from reporting_studies import (
@@ -11,6 +10,7 @@ from reporting_studies import (
     PARETO_POINTS,
     assert_png,
     foreign_study,
+    main_report,
     molhpo_study,
     multi_objective_study,
     strict_json,
@@ -18,15 +18,13 @@ from reporting_studies import (
 )
 
 from coordinator.objectives import pareto_front
-from coordinator.reporting import Report, build_report
+from coordinator.reporting import build_report
 from coordinator.reporting.analysis import PREMATURE, UNDERTRAINED
 from molhpo.errors import InvalidArgument
 
 
-def test_every_value_is_made_and_plots_are_real_pngs(
-    main_report: tuple[optuna.Study, Report],
-) -> None:
-    _, report = main_report
+def test_every_value_is_made_and_plots_are_real_pngs() -> None:
+    _, report = main_report()
     assert report.markdown.startswith("# Study report: ")
     assert set(report.plots) == {
         "history",
@@ -44,8 +42,8 @@ def test_every_value_is_made_and_plots_are_real_pngs(
     assert report.json.endswith("}\n")
 
 
-def test_what_was_tuned_and_counts(main_report: tuple[optuna.Study, Report]) -> None:
-    _, report = main_report
+def test_what_was_tuned_and_counts() -> None:
+    _, report = main_report()
     s = report.summary
     assert s["setup"]["model"] == "gin"
     assert s["setup"]["dataset"] == "esol"
@@ -66,8 +64,8 @@ def test_what_was_tuned_and_counts(main_report: tuple[optuna.Study, Report]) -> 
     assert s["wall_seconds"] is not None and s["wall_seconds"] >= 0
 
 
-def test_ranking_is_sorted_by_objective(main_report: tuple[optuna.Study, Report]) -> None:
-    study, report = main_report
+def test_ranking_is_sorted_by_objective() -> None:
+    study, report = main_report()
     ranking = report.summary["ranking"]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     expected = [t.number for t in sorted(complete, key=lambda t: (t.value, t.number))]
@@ -77,20 +75,16 @@ def test_ranking_is_sorted_by_objective(main_report: tuple[optuna.Study, Report]
     assert ranking[0]["test_metrics"]["rmse"] == pytest.approx(0.65)
 
 
-def test_best_params_json_equals_study_best_params(
-    main_report: tuple[optuna.Study, Report],
-) -> None:
-    study, report = main_report
+def test_best_params_json_equals_study_best_params() -> None:
+    study, report = main_report()
     assert report.best_params_json is not None
     assert strict_json(report.best_params_json) == study.best_params
     assert report.summary["best"]["number"] == study.best_trial.number
     assert report.summary["files"]["best_params"] == "best_params.json"
 
 
-def test_default_configuration_is_compared_with_the_best(
-    main_report: tuple[optuna.Study, Report],
-) -> None:
-    _, report = main_report
+def test_default_configuration_is_compared_with_the_best() -> None:
+    _, report = main_report()
     cmp_ = report.summary["default_vs_best"]
     assert cmp_["default_trial"] == 0 and cmp_["best_trial"] == 1
     assert cmp_["improved"] is True
@@ -98,34 +92,32 @@ def test_default_configuration_is_compared_with_the_best(
     assert cmp_["sentence"].startswith(sentence)
 
 
-def test_convergence_warnings_fire_for_first_and_last_best_epoch(
-    main_report: tuple[optuna.Study, Report],
-) -> None:
-    _, report = main_report
+def test_convergence_warnings_fire_for_first_and_last_best_epoch() -> None:
+    _, report = main_report()
     warns = {w["number"]: w for w in report.summary["convergence_warnings"]}
     assert set(warns) == {1, 2}
     assert warns[1]["kind"] == "premature" and warns[1]["message"] == PREMATURE
     assert warns[2]["kind"] == "under_trained" and warns[2]["message"] == UNDERTRAINED
 
 
-def test_failures_are_grouped_by_class(main_report: tuple[optuna.Study, Report]) -> None:
-    _, report = main_report
+def test_failures_are_grouped_by_class() -> None:
+    _, report = main_report()
     groups = {g["failure_class"]: g for g in report.summary["failures"]}
     assert set(groups) == {"diverged", "trainer_lost"}
     assert groups["diverged"]["count"] == 1 and groups["diverged"]["trials"] == [4]
     assert "lower lr" in groups["diverged"]["reasons"][0]["reason"]
 
 
-def test_importance_appears(main_report: tuple[optuna.Study, Report]) -> None:
-    _, report = main_report
+def test_importance_appears() -> None:
+    _, report = main_report()
     imp = report.summary["importance"]
     assert imp["evaluator"] in ("fanova", "ped_anova")
     assert set(imp["values"]) == {"lr", "hidden", "pool"}
     assert sum(imp["values"].values()) == pytest.approx(1.0)
 
 
-def test_predictions_give_rmse(main_report: tuple[optuna.Study, Report]) -> None:
-    _, report = main_report
+def test_predictions_give_rmse() -> None:
+    _, report = main_report()
     p = report.summary["predictions"]
     assert p["n"] == 40 and p["rmse"] == pytest.approx(0.05)
 

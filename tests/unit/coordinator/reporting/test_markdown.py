@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import copy
 
-import optuna
-from reporting_studies import foreign_study, multi_objective_study, unfinished_study
+from reporting_studies import foreign_study, main_report, multi_objective_study, unfinished_study
 
-from coordinator.reporting import Report, build_report
+from coordinator.reporting import build_report
 from coordinator.reporting.markdown import MAX_TABLE_ROWS, render_markdown
 
 
-def test_what_was_tuned_and_trials(main_report: tuple[optuna.Study, Report]) -> None:
-    _, report = main_report
+def test_what_was_tuned_and_trials() -> None:
+    _, report = main_report()
     md = report.markdown
     for text in ("gin", "esol", "tpe", "median", "minimize validation RMSE", "1128 molecules"):
         assert text in md
@@ -21,10 +20,8 @@ def test_what_was_tuned_and_trials(main_report: tuple[optuna.Study, Report]) -> 
     assert md.startswith("# Study report: ") and "\nGIN on ESOL\n" in md
 
 
-def test_ranking_table_lists_the_ranking_in_order(
-    main_report: tuple[optuna.Study, Report],
-) -> None:
-    _, report = main_report
+def test_ranking_table_lists_the_ranking_in_order() -> None:
+    _, report = main_report()
     md = report.markdown
     assert "| rank | trial | RMSE (valid) | test | epochs | time | n_parameters | params |" in md
     assert md.index("| 1 | 1 |") < md.index("| 2 | 2 |")
@@ -32,10 +29,8 @@ def test_ranking_table_lists_the_ranking_in_order(
     assert "| 1 of 12 |" in md
 
 
-def test_result_best_parameters_warnings_and_failures(
-    main_report: tuple[optuna.Study, Report],
-) -> None:
-    _, report = main_report
+def test_result_best_parameters_warnings_and_failures() -> None:
+    _, report = main_report()
     md = report.markdown
     assert "Best trial: **1**, validation RMSE **0.6**, test RMSE 0.65." in md
     assert "Tuning cut validation RMSE from 1.2 to 0.6, test from 1.31 to 0.65" in md
@@ -48,10 +43,8 @@ def test_result_best_parameters_warnings_and_failures(
     assert "![history](history.png)" in md
 
 
-def test_a_long_ranking_is_cut_and_points_to_the_json(
-    main_report: tuple[optuna.Study, Report],
-) -> None:
-    _, report = main_report
+def test_a_long_ranking_is_cut_and_points_to_the_json() -> None:
+    _, report = main_report()
     s = copy.deepcopy(report.summary)
     s["ranking"] = [dict(s["ranking"][0], rank=i + 1) for i in range(MAX_TABLE_ROWS + 3)]
     md = render_markdown(s)
@@ -59,10 +52,8 @@ def test_a_long_ranking_is_cut_and_points_to_the_json(
     assert "\n3 more in report.json." in md
 
 
-def test_dropped_rows_and_a_bad_request_are_said(
-    main_report: tuple[optuna.Study, Report],
-) -> None:
-    _, report = main_report
+def test_dropped_rows_and_a_bad_request_are_said() -> None:
+    _, report = main_report()
     s = copy.deepcopy(report.summary)
     s["setup"]["dataset_summary"]["invalid_counts"] = {"unparsable_smiles": 2, "missing_target": 0}
     s["setup"]["request_error"] = "molhpo:request is not a JSON object"
