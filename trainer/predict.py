@@ -60,6 +60,7 @@ from trainer.featurize.descriptors import compute_descriptors, descriptor_names
 from trainer.featurize.graphs import compute_graphs
 from trainer.featurize.smiles import tokenize
 from trainer.models import build_model
+from trainer.placement import parameter_device, report_placement
 
 CHECKPOINT_FORMATS: frozenset[int] = frozenset({1})
 """Values of a checkpoint's ``format`` this module reads."""
@@ -245,12 +246,6 @@ def _featurizer_of(payload: Mapping[str, Any]) -> str:
     from molhpo.contract.catalogue import get_model
 
     return get_model(str(payload["model"])).featurizer
-
-
-def _parameter_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def _build(payload: Mapping[str, Any], where: str) -> nn.Module:
@@ -440,8 +435,6 @@ class Predictor:
 
     def _inputs(self, smiles: list[str]) -> torch.Tensor:
         """Standardised model outputs [len(smiles)] (float32) for one chunk of checked SMILES."""
-        from trainer.training.loop import report_placement  # lazy: loop imports this module
-
         device = self.device
         inputs: tuple[Any, ...]
         if self.featurizer == "rdkit_descriptors":
@@ -466,7 +459,7 @@ class Predictor:
             conformers = compute_conformers(smiles).packed.to(device)
             c = conformers.batch(np.arange(len(smiles)))
             inputs = (c.z, c.pos, c.batch, c.num_graphs)
-        report_placement("predict", self.requested_device, _parameter_device(self.model), inputs)
+        report_placement("predict", self.requested_device, parameter_device(self.model), inputs)
         out: torch.Tensor = self.model(*inputs)
         return out
 

@@ -2,7 +2,7 @@
 where every trial and prediction computes; running out of memory comes back as a retryable
 failure. One real trainer server (port 0) with a real redis-server.
 
-The placements are read from ``trainer.training.loop.watch_placements``: each entry point
+The placements are read from ``trainer.placement.watch_placements``: each entry point
 reports the device it was handed, so a hand-over that goes missing (None, the CPU default)
 fails here on a machine without a GPU too.
 """
@@ -26,9 +26,9 @@ from molhpo.local import free_port
 from molhpo.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from storage.keys import RedisKeys
 from storage.reports import ReportReader
+from trainer.placement import Placement, watch_placements
 from trainer.server import TrainerServer, describe_device, make_server, resolve_device
 from trainer.settings import TrainerSettings
-from trainer.training.loop import Placement, watch_placements
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -42,7 +42,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from molhpo.errors import InvalidArgument
 from trainer.models.mlp import SeededDropout
-from trainer.training.loop import report_placement
+from trainer.placement import report_placement
 
 OPTIMIZERS = ("adam", "adamw")
 """Optimisers ``train_fused`` implements: Adam with L2 weight decay, AdamW (decoupled)."""

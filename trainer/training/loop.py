@@ -43,7 +43,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -80,6 +80,7 @@ from trainer.models.geometry import PairTable, pair_table
 from trainer.models.gnn import AttentiveFPRegressor
 from trainer.models.mlp import MLP, SeededDropout
 from trainer.models.schnet import SchNet
+from trainer.placement import report_first_forward
 from trainer.predict import checkpoint_inputs, data_request_dict
 from trainer.training.metrics import regression_metrics
 from trainer.training.streams import on_own_stream
@@ -99,9 +100,9 @@ class TrainConfig:
 
     ``device`` (an extension of the shared contract) is a torch device string such as "cpu" or
     "cuda:0"; the trainer process decides it (None: nobody handed one over, so the CPU; a
-    trainer always does, and :class:`Placement` shows the difference). ``max_molecules`` > 0
-    (also an extension) keeps a random subset of that many molecules, drawn with
-    ``split_seed``; 0 uses them all.
+    trainer always does, and ``trainer.placement.Placement`` shows the difference).
+    ``max_molecules`` > 0 (also an extension) keeps a random subset of that many molecules,
+    drawn with ``split_seed``; 0 uses them all.
     """
 
     dataset: str
@@ -155,78 +156,6 @@ class TrainResult:
     """The test rows' targets, in the same order."""
     resumed_from: int = 0
     """The epoch this run resumed after (0: it started from scratch)."""
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where one call of an entry point that computes with a model did its work.
-
-    ``entry`` is "train" (:func:`train`), "predict" (``trainer.predict.Predictor``) or "fused"
-    (``trainer.training.fused.train_fused``); ``requested`` is the device it was handed (None:
-    none was, so the CPU default applied); ``parameters`` is where the model's weights were
-    and ``inputs`` where the tensors of its forward pass were. A trainer hands its resolved
-    device to every entry point, so all three agree with that device; a hand-over that goes
-    missing shows as ``requested`` None, even on a machine where the CPU is the device anyway.
-    """
-
-    entry: str
-    requested: str | None
-    parameters: torch.device
-    inputs: tuple[torch.device, ...]
-
-
-_placement_watchers: list[Callable[[Placement], None]] = []
-_placement_lock = threading.Lock()
-
-
-def watch_placements(watcher: Callable[[Placement], None]) -> Callable[[], None]:
-    """Call ``watcher`` with the :class:`Placement` of every training run (its first forward
-    pass), prediction chunk and fused run in this process from now on, in the thread doing
-    the work; returns the function that stops it. For checking that the device setting
-    reaches the work (tests, diagnostics); while nobody watches, nothing is recorded."""
-    with _placement_lock:
-        _placement_watchers.append(watcher)
-
-    def stop() -> None:
-        with _placement_lock:
-            if watcher in _placement_watchers:
-                _placement_watchers.remove(watcher)
-
-    return stop
-
-
-def report_placement(
-    entry: str, requested: str | None, parameters: torch.device, inputs: Iterable[object]
-) -> None:
-    """Tell the watchers where ``entry`` computed; non-tensors among ``inputs`` are skipped."""
-    with _placement_lock:
-        watchers = list(_placement_watchers)
-    if not watchers:
-        return
-    devices = tuple(t.device for t in inputs if isinstance(t, torch.Tensor))
-    placement = Placement(entry, requested, parameters, devices)
-    for watcher in watchers:
-        watcher(placement)
-
-
-def _parameter_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _report_first_forward(model: nn.Module, requested: str | None) -> None:
-    """Report where ``model``'s next forward pass computes (a one-shot pre-hook, installed
-    only while anyone watches)."""
-    with _placement_lock:
-        if not _placement_watchers:
-            return
-
-    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-        handle.remove()
-        report_placement("train", requested, _parameter_device(module), args)
-
-    handle = model.register_forward_pre_hook(hook)
 
 
 class _Predict(Protocol):
@@ -894,7 +823,7 @@ def _train(
             model = build_model(config.model, params, data.in_features, data.edge_features)
         n_parameters = sum(p.numel() for p in model.parameters())
         model = model.to(device)
-        _report_first_forward(model, config.device)
+        report_first_forward(model, config.device)
         mixed = MixedPrecision(
             model, device.type, autocast_dtype(device) if params["amp"] else None
         )

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from trainer.models.mlp import MLP, DenseLayerSpec
+from trainer.placement import Placement, watch_placements
 from trainer.predict import Predictor, clear_predictor_cache
 from trainer.training.fused import train_fused, train_separately
-from trainer.training.loop import Placement, TrainConfig, train, watch_placements
+from trainer.training.loop import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
