@@ -59,8 +59,8 @@ from trainer.featurize.conformers import compute_conformers
 from trainer.featurize.descriptors import compute_descriptors, descriptor_names
 from trainer.featurize.graphs import compute_graphs
 from trainer.featurize.smiles import tokenize
-from trainer.models import build_model
 from trainer.placement import parameter_device, report_placement
+from trainer.seeding import build_to_load
 
 CHECKPOINT_FORMATS: frozenset[int] = frozenset({1})
 """Values of a checkpoint's ``format`` this module reads."""
@@ -249,21 +249,14 @@ def _featurizer_of(payload: Mapping[str, Any]) -> str:
 
 
 def _build(payload: Mapping[str, Any], where: str) -> nn.Module:
-    """The checkpoint's model with its weights, in eval mode on the CPU.
-
-    Building initialises weights from torch's global generator, which training threads seed
-    under ``trainer.training.loop._seed_lock``; taking that lock and restoring the generator
-    keeps a prediction service from disturbing the reproducibility of trials beside it.
-    """
-    from trainer.training.loop import _seed_lock  # lazy: loop imports this module
-
-    with _seed_lock, torch.random.fork_rng(devices=[]):
-        model = build_model(
-            str(payload["model"]),
-            dict(payload["params"]),
-            int(payload["in_features"]),
-            int(payload["edge_features"]),
-        )
+    """The checkpoint's model with its weights, in eval mode on the CPU (built aside from the
+    trials' seeded generators: ``trainer.seeding.build_to_load``)."""
+    model = build_to_load(
+        str(payload["model"]),
+        dict(payload["params"]),
+        int(payload["in_features"]),
+        int(payload["edge_features"]),
+    )
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -75,13 +74,13 @@ from trainer.featurize import (
     on_device,
     standardization,
 )
-from trainer.models import build_model
 from trainer.models.geometry import PairTable, pair_table
 from trainer.models.gnn import AttentiveFPRegressor
 from trainer.models.mlp import MLP, SeededDropout
 from trainer.models.schnet import SchNet
 from trainer.placement import report_first_forward
 from trainer.predict import checkpoint_inputs, data_request_dict
+from trainer.seeding import build_seeded
 from trainer.training.metrics import regression_metrics
 from trainer.training.streams import on_own_stream
 from trainer.training.synthetic import train_synthetic
@@ -90,8 +89,6 @@ EVAL_BATCH_SIZE = 1024
 """Molecules per forward pass when predicting the validation and test sets."""
 
 log = logging.getLogger(__name__)
-
-_seed_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -816,11 +813,9 @@ def _train(
         else:
             data = _graph_data(features, y, device)
 
-        with _seed_lock:
-            random.seed(config.seed)
-            np.random.seed(config.seed % 2**32)
-            torch.manual_seed(config.seed)
-            model = build_model(config.model, params, data.in_features, data.edge_features)
+        model = build_seeded(
+            config.model, params, data.in_features, data.edge_features, config.seed
+        )
         n_parameters = sum(p.numel() for p in model.parameters())
         model = model.to(device)
         report_first_forward(model, config.device)
