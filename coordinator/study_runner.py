@@ -60,9 +60,35 @@ class StudyState(enum.Enum):
     DETACHED = 5
 
 
+class RunState(enum.Enum):
+    """Where a trial of this runner stands (a :class:`RunningTrial`'s ``state``).
+
+    DISPATCHING -> ON_TRAINER -> FINISHED is the usual path. A trainer that refuses sends it
+    back to DISPATCHING; a lost trial goes to RETRY_QUEUED (then DISPATCHING again) or, out of
+    attempts, to FINISHED. A trial adopted after a coordinator restart starts AWAITING_CLAIM
+    (its trainer may still run it) or, if it never reached a trainer, RETRY_QUEUED.
+    """
+
+    DISPATCHING = 1
+    """Registered, looking for a trainer that takes it; on none."""
+    AWAITING_CLAIM = 2
+    """Adopted from a previous coordinator; waiting for a trainer's heartbeat to claim it."""
+    ON_TRAINER = 3
+    """A trainer holds it (from the moment its slot is confirmed); ``trainer_id`` names it."""
+    RETRY_QUEUED = 4
+    """Lost, or never handed out; in the runner's retry queue for another attempt."""
+    FINISHED = 5
+    """Told to the study (or failed by the store); no longer the runner's."""
+
+
+# On no trainer and not queued for a retry: a trainer's claim after a restart takes such a
+# trial (attach), and a missing claim sends it to the retry queue (unclaimed).
+_UNASSIGNED = frozenset({RunState.DISPATCHING, RunState.AWAITING_CLAIM})
+
+
 @dataclass
 class RunningTrial:
-    """A trial handed to a trainer and not yet finished."""
+    """A trial of this runner from its dispatch to its end; ``state`` says where it stands."""
 
     trial_id: int
     number: int
@@ -72,6 +98,7 @@ class RunningTrial:
     last_step: int = 0
     spec: common_pb2.TrialSpec | None = None
     history: list[str] = field(default_factory=list)
+    state: RunState = RunState.DISPATCHING
 
 
 class StudyRunner:
@@ -209,6 +236,8 @@ class StudyRunner:
                                 self._retry.popleft()
                                 # Its first run may have ended meanwhile (a late result).
                                 current = self._running.get(retry.trial_id) is retry
+                                if current and retry.state is RunState.RETRY_QUEUED:
+                                    retry.state = RunState.DISPATCHING
                             if current:
                                 self._send(retry, res)
                             else:
@@ -332,6 +361,8 @@ class StudyRunner:
             with self._lock:
                 rt.trainer_id = res.trainer_id
                 rt.started = time.time()
+                if rt.state is not RunState.FINISHED:
+                    rt.state = RunState.ON_TRAINER
             t1 = time.perf_counter()
             try:
                 self._trainers.run_trial(res.address, spec)
@@ -344,6 +375,8 @@ class StudyRunner:
                 self._release(rt)
                 with self._lock:
                     rt.trainer_id = ""
+                    if rt.state is RunState.ON_TRAINER:
+                        rt.state = RunState.DISPATCHING
                 avoid.add(res.trainer_id)
                 refusals += 1
                 res = None
@@ -360,7 +393,7 @@ class StudyRunner:
     def _lost(self, rt: RunningTrial, failure_class: str, reason: str) -> None:
         """The trainer of a trial is gone: dispatch it again, or record the failure."""
         with self._lock:
-            if self._running.get(rt.trial_id) is not rt or not rt.trainer_id:
+            if rt.state is not RunState.ON_TRAINER:
                 return
             self._release(rt)
             rt.history.append(
@@ -371,6 +404,7 @@ class StudyRunner:
             ):
                 rt.attempt += 1
                 rt.trainer_id = ""
+                rt.state = RunState.RETRY_QUEUED
                 self._retry.append(rt)
                 self._metrics.retries.labels(failure_class).inc()
                 self.events.append(
@@ -532,17 +566,20 @@ class StudyRunner:
             with self._lock:
                 self._running[t._trial_id] = rt
                 if isinstance(raw, str):
+                    rt.state = RunState.AWAITING_CLAIM
                     self._pool.expect(t._trial_id, self.spec.name)
                 else:
+                    rt.state = RunState.RETRY_QUEUED
                     self._retry.append(rt)
 
     def attach(self, trainer_id: str, trial_id: int) -> bool:
         """A trainer's heartbeat claimed an adopted trial; False if not ours."""
         with self._lock:
             rt = self._running.get(trial_id)
-            if rt is None or rt.trainer_id or rt in self._retry:
+            if rt is None or rt.state not in _UNASSIGNED:
                 return False
             rt.trainer_id = trainer_id
+            rt.state = RunState.ON_TRAINER
         self.events.append(EventKind.TRIAL_STARTED, rt.number, message=f"on trainer {trainer_id}")
         return True
 
@@ -550,11 +587,12 @@ class StudyRunner:
         """No trainer claimed an adopted trial: run it again; False if not ours."""
         with self._lock:
             rt = self._running.get(trial_id)
-            if rt is None or rt.trainer_id or rt in self._retry:
+            if rt is None or rt.state not in _UNASSIGNED:
                 return False
             rt.history.append(f"attempt {rt.attempt}: no trainer claimed it after a restart")
             if should_retry(FailureClass.TRAINER_LOST, rt.attempt, self._max_attempts):
                 rt.attempt += 1
+                rt.state = RunState.RETRY_QUEUED
                 self._retry.append(rt)
                 self._metrics.retries.labels(FailureClass.TRAINER_LOST).inc()
                 self._wake.set()
@@ -587,6 +625,7 @@ class StudyRunner:
             rt = self._running.pop(trial_id, None)
             if rt is None:
                 return False
+            rt.state = RunState.FINISHED
             for i, waiting in enumerate(self._retry):
                 if waiting is rt:
                     del self._retry[i]
@@ -623,6 +662,7 @@ class StudyRunner:
             told = values if values is None or self.spec.multi_objective else values[0]
             self.study.tell(rt.number, told, state=state)
             self._running.pop(rt.trial_id, None)
+            rt.state = RunState.FINISHED
             self.finished_counts[state.name.lower()] += 1
             if (
                 value is not None
@@ -666,6 +706,7 @@ class StudyRunner:
             )
             self.study.tell(rt.number, state=optuna.trial.TrialState.FAIL)
             self._running.pop(rt.trial_id, None)
+            rt.state = RunState.FINISHED
             self.finished_counts["fail"] += 1
         self._release(rt)
         self._metrics.trials_finished.labels("fail").inc()
