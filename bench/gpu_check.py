@@ -55,7 +55,7 @@ FAMILIES = tuple(sorted(name for name in catalogue.MODELS if name != catalogue.S
 
 @dataclass
 class MemoryStore:
-    """A trial's resume state kept in memory (``trainer.training.loop.ResumeStore``)."""
+    """A trial's resume state kept in memory (``trainer.checkpoint.ResumeStore``)."""
 
     every: int = 1
     state: dict[str, Any] | None = None

@@ -1,9 +1,9 @@
 """Predictions from saved checkpoints: one model (``Predictor``) or an average (``Ensemble``).
 
-A checkpoint written by ``trainer.training.loop.train`` holds the model family, its resolved
-hyperparameters and weights, the target scaling and, since the prediction keys were added (see
-:func:`checkpoint_inputs`), everything the featuriser needs to turn new SMILES into the inputs
-the model saw in training, without the training data:
+A checkpoint (its format and keys: ``trainer.checkpoint``) holds the model family, its resolved
+hyperparameters and weights, the target scaling and, since the prediction keys were added
+(``trainer.checkpoint.checkpoint_inputs``), everything the featuriser needs to turn new SMILES
+into the inputs the model saw in training, without the training data:
 
 - ``rdkit_descriptors``: the descriptor names and the mean/std vectors of the training rows,
   applied exactly as ``trainer.featurize.standardize`` applied them in training;
@@ -20,8 +20,9 @@ float32 in chunks of ``PREDICT_BATCH_SIZE`` molecules under ``torch.no_grad()`` 
 in eval mode, on the device given (a trainer gives its own; none given: the CPU). SMILES RDKit
 cannot parse are refused before anything is predicted, naming them.
 
-Checkpoints are read with ``torch.load(weights_only=True)``: only tensors and plain containers
-are unpickled, so a checkpoint on a shared volume cannot run code in a serving process.
+Checkpoints are read with ``torch.load(weights_only=True)``
+(``trainer.checkpoint.read_checkpoint``): only tensors and plain containers are unpickled, so
+a checkpoint on a shared volume cannot run code in a serving process.
 
 Loaded predictors are cached per process (:func:`load_predictor`), keyed by the checkpoint's
 path, modification time and size, so a service answering many requests loads each checkpoint
@@ -33,37 +34,29 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from rdkit import Chem, rdBase
-from torch import nn
 
-from molhpo.errors import InvalidArgument, NotFound
-from trainer.featurize import (
-    FEATURIZER_VERSION,
-    ConformerFeatures,
-    DescriptorFeatures,
-    Features,
-    SmilesFeatures,
+from molhpo.contract.errors import InvalidArgument, NotFound
+from trainer.checkpoint import (
+    build_from_checkpoint,
+    check_checkpoint,
+    featurizer_of,
+    read_checkpoint,
 )
+from trainer.featurize import FEATURIZER_VERSION, SmilesFeatures
 from trainer.featurize.conformers import compute_conformers
 from trainer.featurize.descriptors import compute_descriptors, descriptor_names
 from trainer.featurize.graphs import compute_graphs
 from trainer.featurize.smiles import tokenize
 from trainer.placement import parameter_device, report_placement
-from trainer.seeding import build_to_load
-
-CHECKPOINT_FORMATS: frozenset[int] = frozenset({1})
-"""Values of a checkpoint's ``format`` this module reads."""
 
 PREDICT_BATCH_SIZE = 256
 """Molecules featurised and passed through the model at once (bounds memory per request)."""
@@ -74,41 +67,11 @@ MAX_LISTED = 5
 PREDICTOR_CACHE_SIZE = 32
 """Loaded predictors kept by :func:`load_predictor` (least recently used ones are dropped)."""
 
-_REQUIRED_KEYS: tuple[str, ...] = (
-    "model",
-    "params",
-    "in_features",
-    "edge_features",
-    "state_dict",
-    "y_mean",
-    "y_std",
-)
-
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
-# What training adds to a checkpoint
-
-
-def descriptor_statistics(
-    values: np.ndarray, train_rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and std [d] (float64) that ``standardize(values, train_rows)`` applies.
-
-    Shapes: values [n, d], train_rows [n_train]. Same rules as ``standardize``: non-finite
-    entries are missing, a column without finite training values gets mean 0, and a column
-    constant (or undefined) on the training rows gets std 1.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-        train = values[train_rows]
-        train = np.where(np.isfinite(train), train, np.nan)
-        mean = np.nanmean(train, axis=0)
-        std = np.nanstd(train, axis=0)
-    mean = np.where(np.isfinite(mean), mean, 0.0)
-    std = np.where(np.isfinite(std) & (std > 0.0), std, 1.0)
-    return mean.astype(np.float64), std.astype(np.float64)
+# Descriptor inputs
 
 
 def apply_statistics(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -122,36 +85,6 @@ def apply_statistics(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> n
         out = (values - mean) / std
     out[~np.isfinite(out)] = 0.0
     return out.astype(np.float32)
-
-
-def checkpoint_inputs(
-    featurizer: str, features: Features, train_rows: np.ndarray, table: Any = None
-) -> dict[str, Any]:
-    """The checkpoint keys a prediction needs besides the model: how to featurise new SMILES.
-
-    Called by ``train()`` while it builds a checkpoint payload. Small by design (vectors of
-    descriptor statistics, an alphabet), never training data. Tensors and plain values only,
-    so the checkpoint loads with ``torch.load(weights_only=True)``. ``table`` (the training
-    table) tells whether 3D geometries came from the data set rather than from RDKit.
-    """
-    out: dict[str, Any] = {"featurizer": featurizer, "featurizer_version": FEATURIZER_VERSION}
-    if isinstance(features, DescriptorFeatures):
-        mean, std = descriptor_statistics(features.values, train_rows)
-        out["descriptor_names"] = list(features.names)
-        out["descriptor_mean"] = torch.from_numpy(mean)
-        out["descriptor_std"] = torch.from_numpy(std)
-    elif isinstance(features, SmilesFeatures):
-        out["smiles_alphabet"] = list(features.alphabet)
-        out["smiles_max_len"] = features.max_len
-    elif isinstance(features, ConformerFeatures):
-        shipped = getattr(table, "conformers", None) is not None
-        out["conformer_source"] = "dataset" if shipped else "etkdg"
-    return out
-
-
-def data_request_dict(request: Any) -> dict[str, Any]:
-    """A ``DatasetRequest`` as plain values for a checkpoint (provenance of the target)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(request).items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,73 +134,6 @@ def check_smiles(smiles: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    """The payload at ``path`` (tensors on the CPU), loaded without running pickled code."""
-    if not path.is_file():
-        raise NotFound(f"checkpoint {path} does not exist; pass the path of an epoch-*.pt file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise InvalidArgument(
-            f"{path} cannot be read as a molhpo checkpoint ({exc}); pass a file written by "
-            "the trainer's TopKCheckpoints"
-        ) from exc
-    if not isinstance(payload, dict):
-        raise InvalidArgument(
-            f"{path} holds a {type(payload).__name__}, not a checkpoint dict; pass a file "
-            "written by the trainer's TopKCheckpoints"
-        )
-    return payload
-
-
-def _check_payload(payload: Mapping[str, Any], where: str) -> None:
-    fmt = payload.get("format")
-    if fmt not in CHECKPOINT_FORMATS:
-        raise InvalidArgument(
-            f"checkpoint {where} has format {fmt!r}; this trainer reads format "
-            f"{', '.join(str(f) for f in sorted(CHECKPOINT_FORMATS))}; re-train or convert it"
-        )
-    missing = [k for k in _REQUIRED_KEYS if k not in payload]
-    if missing:
-        raise InvalidArgument(
-            f"checkpoint {where} lacks {', '.join(missing)}; it was not written by "
-            "trainer.training.loop.train"
-        )
-
-
-def _featurizer_of(payload: Mapping[str, Any]) -> str:
-    """The checkpoint's featuriser; older checkpoints without the key take the catalogue's."""
-    name = payload.get("featurizer")
-    if isinstance(name, str) and name:
-        return name
-    from molhpo.contract.catalogue import get_model
-
-    return get_model(str(payload["model"])).featurizer
-
-
-def _build(payload: Mapping[str, Any], where: str) -> nn.Module:
-    """The checkpoint's model with its weights, in eval mode on the CPU (built aside from the
-    trials' seeded generators: ``trainer.seeding.build_to_load``)."""
-    model = build_to_load(
-        str(payload["model"]),
-        dict(payload["params"]),
-        int(payload["in_features"]),
-        int(payload["edge_features"]),
-    )
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise InvalidArgument(
-            f"checkpoint {where}: its weights do not fit model '{payload['model']}' with its "
-            f"hyperparameters ({exc}); the file is damaged or from another molhpo version"
-        ) from exc
-    return model.eval()
-
-
-# ---------------------------------------------------------------------------------------------
 # Predictor
 
 
@@ -282,10 +148,10 @@ class Predictor:
         self, payload: Mapping[str, Any], *, path: Path | None = None, device: str | None = None
     ) -> None:
         where = str(path) if path is not None else "payload"
-        _check_payload(payload, where)
+        check_checkpoint(payload, where)
         self.path = path
         self.model_name = str(payload["model"])
-        self.featurizer = _featurizer_of(payload)
+        self.featurizer = featurizer_of(payload)
         self.params: dict[str, object] = dict(payload["params"])
         self.y_mean = float(payload["y_mean"])
         self.y_std = float(payload["y_std"])
@@ -310,7 +176,7 @@ class Predictor:
             self.device = torch.device(device or "cpu")
         except RuntimeError as exc:
             raise InvalidArgument(f"invalid device {device!r} ({exc}); use e.g. cpu") from exc
-        self.model = _build(payload, where).to(self.device)
+        self.model = build_from_checkpoint(payload, where).to(self.device)
         if self.geometry_differs:
             log.warning(
                 "checkpoint %s was trained on the data set's own 3D geometries; new molecules "
@@ -377,7 +243,7 @@ class Predictor:
         if cache:
             return load_predictor(path, device=device)
         p = Path(path)
-        return cls(_read_checkpoint(p), path=p, device=device)
+        return cls(read_checkpoint(p), path=p, device=device)
 
     @property
     def max_len(self) -> int:
@@ -576,7 +442,7 @@ def load_predictor(path: str | os.PathLike[str], *, device: str | None = None) -
             hit = _cache.get(key)
         if hit is not None:
             return hit
-        predictor = Predictor(_read_checkpoint(p), path=p, device=device)
+        predictor = Predictor(read_checkpoint(p), path=p, device=device)
         with _cache_lock:
             for old in [k for k in _cache if k[0] == resolved and k[3] == device]:
                 del _cache[old]  # an older version of the same file
@@ -595,15 +461,11 @@ def clear_predictor_cache() -> None:
 
 
 __all__ = [
-    "CHECKPOINT_FORMATS",
     "PREDICT_BATCH_SIZE",
     "Ensemble",
     "Predictor",
     "apply_statistics",
     "check_smiles",
-    "checkpoint_inputs",
     "clear_predictor_cache",
-    "data_request_dict",
-    "descriptor_statistics",
     "load_predictor",
 ]

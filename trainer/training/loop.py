@@ -63,8 +63,18 @@ from molhpo.contract.catalogue import (
     resolve_params,
 )
 from molhpo.contract.enums import Direction, FailureClass
+from molhpo.contract.errors import DivergedError, InvalidArgument, TrainingError
 from molhpo.datasets import DatasetRequest, MoleculeTable, load_table, split_dataset
-from molhpo.errors import DivergedError, InvalidArgument, TrainingError
+from trainer.checkpoint import (
+    CheckpointSink,
+    ResumeStore,
+    UnusableResumeState,
+    checkpoint_inputs,
+    checkpoint_payload,
+    data_request_dict,
+    restore_resume_state,
+    resume_state,
+)
 from trainer.featurize import (
     ConformerFeatures,
     DescriptorFeatures,
@@ -76,10 +86,9 @@ from trainer.featurize import (
 )
 from trainer.models.geometry import PairTable, pair_table
 from trainer.models.gnn import AttentiveFPRegressor
-from trainer.models.mlp import MLP, SeededDropout
+from trainer.models.mlp import MLP
 from trainer.models.schnet import SchNet
 from trainer.placement import report_first_forward
-from trainer.predict import checkpoint_inputs, data_request_dict
 from trainer.seeding import build_seeded
 from trainer.training.metrics import regression_metrics
 from trainer.training.streams import on_own_stream
@@ -647,92 +656,6 @@ def _train_step(
     return loss.detach() * len(rows)
 
 
-class ResumeStore(Protocol):
-    """Where a trial keeps the state it resumes from after its trainer was lost."""
-
-    every: int
-    """Save after every this many epochs."""
-
-    def load(self) -> dict[str, Any] | None:
-        """The last saved state, or None."""
-
-    def save(self, state: dict[str, Any]) -> None:
-        """Replace the saved state."""
-
-
-def dropout_states(model: nn.Module) -> list[dict[str, Any] | None]:
-    """The states of the private generators of ``model``'s seeded dropout layers, in module
-    order: ``{"device": "cpu" or "cuda", "state": uint8 tensor}``, or None for a layer that
-    has drawn no mask yet.
-
-    A CPU generator's state is its Mersenne Twister (5056 bytes), a CUDA generator's its
-    Philox seed and offset (16 bytes): a state goes back only into a generator of the same
-    device type, hence the device beside it.
-    """
-    out: list[dict[str, Any] | None] = []
-    for layer in _seeded_dropouts(model):
-        gen = layer._generator
-        out.append(None if gen is None else {"device": gen.device.type, "state": gen.get_state()})
-    return out
-
-
-def restore_dropout_states(model: nn.Module, states: list[Any], device: torch.device | str) -> None:
-    """Give ``model``'s seeded dropout layers generators on ``device`` holding the states
-    :func:`dropout_states` saved, so their next masks are those an uninterrupted run on that
-    device draws.
-
-    A bare tensor (resume files written before the device was saved) is a CPU state. A state
-    saved on another device type cannot be carried over: that layer draws from a fresh
-    generator seeded as at the start, the run goes on, and a warning says its masks now
-    differ from an uninterrupted run's. Raises ValueError when the number of states does not
-    match the model's dropout layers.
-    """
-    device = torch.device(device)
-    layers = _seeded_dropouts(model)
-    if len(states) != len(layers):
-        raise ValueError(
-            f"{len(states)} saved dropout states for {len(layers)} dropout layers; the resume "
-            "state is not this model's"
-        )
-    for layer, saved in zip(layers, states, strict=True):
-        layer._generator = None
-        if saved is None:
-            continue
-        if isinstance(saved, torch.Tensor):
-            kind, state = "cpu", saved
-        else:
-            kind, state = str(saved["device"]), saved["state"]
-        if kind != device.type:
-            log.warning(
-                "dropout state saved on %s cannot be restored on %s; the layer starts from its "
-                "seed again, so masks differ from an uninterrupted run's",
-                kind,
-                device,
-            )
-            continue
-        gen = torch.Generator(device=device)
-        gen.set_state(state)
-        layer._generator = gen
-
-
-def _seeded_dropouts(model: nn.Module) -> list[SeededDropout]:
-    return [m for m in model.modules() if isinstance(m, SeededDropout)]
-
-
-class _UnusableResumeState(Exception):
-    """The state a trial saved does not fit it (e.g. written by another molhpo version)."""
-
-
-class CheckpointSink(Protocol):
-    """Where a trial's best epochs go (e.g. storage.artifacts.TopKCheckpoints)."""
-
-    def wants(self, value: float) -> bool:
-        """Whether an epoch with this objective value would be kept."""
-
-    def save(self, step: int, value: float, payload: dict[str, Any]) -> Any:
-        """Keep a checkpoint."""
-
-
 @on_own_stream
 def train(
     config: TrainConfig,
@@ -755,7 +678,7 @@ def train(
     """
     try:
         return _train(config, on_epoch, checkpoints, resume, restore=True)
-    except _UnusableResumeState as err:
+    except UnusableResumeState as err:
         log.warning("%s; the trial starts over", err)
         return _train(config, on_epoch, checkpoints, resume, restore=False)
 
@@ -842,24 +765,14 @@ def _train(
         stopped = False
         resumed_from = 0
         saved = resume.load() if resume is not None and restore else None
-        if saved is not None and saved.get("format") == 1 and saved.get("model") == config.model:
-            # A trial dispatched again picks up where its last attempt saved it.
-            try:
-                model.load_state_dict(saved["model_state"])
-                optimizer.load_state_dict(saved["optimizer_state"])
-                schedule.load_state_dict(saved["schedule"])
-                order_rng.bit_generator.state = saved["order_rng"]
-                restore_dropout_states(model, saved["dropout"], device)
-                best_step, best_value = int(saved["best_step"]), saved["best_value"]
-                best_metrics, best_state = dict(saved["best_metrics"]), dict(saved["best_state"])
-                epochs_trained = resumed_from = int(saved["epoch"])
-            except torch.OutOfMemoryError:
-                raise
-            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-                raise _UnusableResumeState(
-                    f"the resume state this {config.model} trial saved after epoch "
-                    f"{saved.get('epoch')} does not fit it ({exc})"
-                ) from exc
+        # A trial dispatched again picks up where its last attempt saved it.
+        point = restore_resume_state(
+            saved, config.model, model, optimizer, schedule, order_rng, device
+        )
+        if point is not None:
+            best_step, best_value = point.best_step, point.best_value
+            best_metrics, best_state = point.best_metrics, point.best_state
+            epochs_trained = resumed_from = point.epoch
         for step in range(resumed_from + 1, config.max_epochs + 1):
             epoch_started = time.perf_counter()
             model.train()
@@ -902,29 +815,28 @@ def _train(
                 checkpoints.save(
                     step,
                     value,
-                    {
-                        "format": 1,
-                        "model": config.model,
-                        "params": dict(params),
-                        "in_features": data.in_features,
-                        "edge_features": data.edge_features,
-                        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        "y_mean": y_mean,
-                        "y_std": y_std,
-                        "metric": config.objective_metric,
-                        "valid_metrics": dict(metrics),
-                        "dataset": config.dataset,
-                        "split": [
+                    checkpoint_payload(
+                        model_name=config.model,
+                        params=params,
+                        in_features=data.in_features,
+                        edge_features=data.edge_features,
+                        model=model,
+                        y_mean=y_mean,
+                        y_std=y_std,
+                        metric=config.objective_metric,
+                        valid_metrics=metrics,
+                        dataset=config.dataset,
+                        split=[
                             config.split,
                             config.split_seed,
                             config.valid_fraction,
                             config.test_fraction,
                         ],
                         # what trainer.predict needs to featurise new SMILES like these
-                        **checkpoint_inputs(family.featurizer, features, train_rows, table),
-                        "data_request": data_request_dict(request),
-                        "max_molecules": config.max_molecules,
-                    },
+                        inputs=checkpoint_inputs(family.featurizer, features, train_rows, table),
+                        data_request=data_request_dict(request),
+                        max_molecules=config.max_molecules,
+                    ),
                 )
             schedule.end_of_epoch(value)
             result = EpochResult(
@@ -942,20 +854,18 @@ def _train(
                 and (not go_on or step % max(resume.every, 1) == 0)
             ):
                 resume.save(
-                    {
-                        "format": 1,
-                        "model": config.model,
-                        "epoch": step,
-                        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        "optimizer_state": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(),
-                        "order_rng": order_rng.bit_generator.state,
-                        "dropout": dropout_states(model),
-                        "best_step": best_step,
-                        "best_value": best_value,
-                        "best_metrics": best_metrics,
-                        "best_state": {k: v.cpu() for k, v in best_state.items()},
-                    }
+                    resume_state(
+                        model_name=config.model,
+                        epoch=step,
+                        model=model,
+                        optimizer=optimizer,
+                        schedule=schedule,
+                        order_rng=order_rng,
+                        best_step=best_step,
+                        best_value=best_value,
+                        best_metrics=best_metrics,
+                        best_state=best_state,
+                    )
                 )
             if not go_on:
                 stopped = True

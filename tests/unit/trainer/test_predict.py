@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from molhpo.contract.errors import InvalidArgument, NotFound
 from molhpo.datasets import DatasetRequest, load_table, split_dataset
-from molhpo.errors import InvalidArgument, NotFound
 from storage.artifacts import ArtifactStore, TopKCheckpoints
+from trainer.checkpoint import descriptor_statistics
 from trainer.featurize import featurize, standardize
 from trainer.predict import (
     Ensemble,
     Predictor,
     apply_statistics,
     clear_predictor_cache,
-    descriptor_statistics,
     load_predictor,
 )
 from trainer.training.loop import TrainConfig, TrainResult, _subset, train

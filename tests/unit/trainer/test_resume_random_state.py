@@ -11,14 +11,9 @@ import pytest
 import torch
 
 from storage.artifacts import ArtifactStore, ResumeFile
+from trainer.checkpoint import dropout_states, restore_dropout_states
 from trainer.models.mlp import MLP, DenseLayerSpec
-from trainer.training.loop import (
-    EpochResult,
-    TrainConfig,
-    dropout_states,
-    restore_dropout_states,
-    train,
-)
+from trainer.training.loop import EpochResult, TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
