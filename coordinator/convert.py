@@ -29,7 +29,7 @@ from coordinator.spec import (
 )
 from molhpo.contract import attrs
 from molhpo.contract.enums import Direction, direction_from_proto, direction_to_proto
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from coordinator.datasets import DatasetSummary

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from coordinator.spec import DatasetSpec
 from molhpo.contract import catalogue
+from molhpo.contract.errors import InvalidArgument
 from molhpo.datasets import DatasetRequest, load_table
 from molhpo.datasets.qm9 import QM9_PROPERTIES, qm9_data_folder
-from molhpo.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from coordinator.study_runner import StudyRunner, StudyState
 from coordinator.wiring import CoordinatorOptions, Shared
 from molhpo.contract import attrs
 from molhpo.contract.enums import FailureClass
-from molhpo.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from molhpo.contract.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from storage.owned_cache import OwnedStudyStorage
 
 log = logging.getLogger(__name__)

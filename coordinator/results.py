@@ -18,7 +18,7 @@ from coordinator.reporting import build_report
 from coordinator.trainer_client import TrainerClient
 from molhpo.contract import attrs, catalogue
 from molhpo.contract.enums import Direction
-from molhpo.errors import FailedPrecondition, InvalidArgument, Unavailable
+from molhpo.contract.errors import FailedPrecondition, InvalidArgument, Unavailable
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from coordinator.settings import CoordinatorSettings
 from coordinator.trainer_client import TrainerClient
 from coordinator.wiring import CoordinatorOptions
 from molhpo import grpc_util, security, startup_checks
-from molhpo.errors import MolhpoError
+from molhpo.contract.errors import MolhpoError
 from molhpo.v1 import study_pb2, study_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from storage.keys import RedisKeys
 from storage.redis_conn import check_reachable, connect

@@ -10,7 +10,7 @@ from coordinator import convert
 from coordinator.core import Coordinator
 from coordinator.membership import TrainerRecord
 from coordinator.spec import ComponentSpec
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from molhpo.v1 import common_pb2, study_pb2, study_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 
 # WatchStudy checks this often whether the client went away.
@@ -194,7 +194,7 @@ class MembershipServicer(trainer_pb2_grpc.MembershipServiceServicer):
         self, request: trainer_pb2.RegisterTrainerRequest, context: grpc.ServicerContext
     ) -> trainer_pb2.RegisterTrainerResponse:
         i = request.info
-        from molhpo.errors import InvalidArgument
+        from molhpo.contract.errors import InvalidArgument
 
         if not i.trainer_id or not i.address or i.slots <= 0:
             raise InvalidArgument(

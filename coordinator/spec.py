@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from molhpo.contract import catalogue
 from molhpo.contract.enums import Direction
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 Value = int | float | str | bool
 

@@ -31,7 +31,7 @@ from coordinator.spec import StudySpec, default_trial
 from coordinator.trainer_client import TrainerClient
 from molhpo.contract import attrs
 from molhpo.contract.enums import Direction, FailureClass
-from molhpo.errors import InvalidArgument, MolhpoError
+from molhpo.contract.errors import InvalidArgument, MolhpoError
 from molhpo.v1 import common_pb2
 from storage import decisions
 from storage.decisions import Decision

@@ -8,7 +8,7 @@ import threading
 import grpc
 
 from molhpo import security
-from molhpo.errors import error_from_rpc
+from molhpo.contract.errors import error_from_rpc
 from molhpo.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 
 

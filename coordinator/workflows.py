@@ -18,7 +18,7 @@ from coordinator.results import best_trials
 from coordinator.spec import ComponentSpec, StudySpec, default_trial
 from coordinator.study_runner import StudyState
 from molhpo.contract import attrs
-from molhpo.errors import AlreadyExists, InvalidArgument, NotFound
+from molhpo.contract.errors import AlreadyExists, InvalidArgument, NotFound
 
 
 class Workflows:

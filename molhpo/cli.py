@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from molhpo import report, startup_checks
-from molhpo.errors import InvalidArgument, MolhpoError
+from molhpo.contract.errors import InvalidArgument, MolhpoError
 
 if TYPE_CHECKING:
     from molhpo.client import MolhpoClient

@@ -1,7 +1,7 @@
 """A small Python client of molhpo.v1.StudyService.
 
 Every call has a deadline; statuses come back as molhpo's typed errors
-(``molhpo.errors.InvalidArgument`` for INVALID_ARGUMENT, and so on).
+(``molhpo.contract.errors.InvalidArgument`` for INVALID_ARGUMENT, and so on).
 
     >>> from molhpo.client import MolhpoClient
     >>> with MolhpoClient("127.0.0.1:50051") as c:
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import grpc
 
 from molhpo import security, studyfile
-from molhpo.errors import error_from_rpc
+from molhpo.contract.errors import error_from_rpc
 from molhpo.v1 import study_pb2, study_pb2_grpc
 
 T = TypeVar("T")

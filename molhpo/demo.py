@@ -10,7 +10,7 @@ from rich.console import Console
 
 from molhpo import report, studyfile
 from molhpo.client import MolhpoClient
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from molhpo.local import LocalStack
 
 console = Console()

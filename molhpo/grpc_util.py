@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from molhpo import security
-from molhpo.errors import MolhpoError, status_code_of
+from molhpo.contract.errors import MolhpoError, status_code_of
 
 log = logging.getLogger(__name__)
 

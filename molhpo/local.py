@@ -20,8 +20,8 @@ from pathlib import Path
 
 import redis
 
+from molhpo.contract.errors import FailedPrecondition, Unavailable
 from molhpo.cpus import threads_per_slot, usable_cpus
-from molhpo.errors import FailedPrecondition, Unavailable
 
 STACK_FILE = "stack.json"
 _START_TIMEOUT_S = 120.0

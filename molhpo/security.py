@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client import CollectorRegistry, start_http_server
 from pydantic_settings import BaseSettings
 
-from molhpo.errors import InvalidArgument, MolhpoError, Unavailable
+from molhpo.contract.errors import InvalidArgument, MolhpoError, Unavailable
 
 ADDRESS_RULE = "must be HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:50051"
 

@@ -36,7 +36,7 @@ import yaml
 from google.protobuf import json_format
 
 from molhpo.contract.enums import Direction, direction_to_proto
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from molhpo.v1 import common_pb2, study_pb2
 
 _TOP_KEYS = {

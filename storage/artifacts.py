@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from molhpo.contract.enums import Direction
-from molhpo.errors import InvalidArgument, NotFound
+from molhpo.contract.errors import InvalidArgument, NotFound
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 

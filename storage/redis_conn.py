@@ -6,7 +6,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from molhpo.errors import InvalidArgument, Unavailable
+from molhpo.contract.errors import InvalidArgument, Unavailable
 from molhpo.startup_checks import redact_url
 
 

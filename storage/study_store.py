@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from molhpo.errors import InvalidArgument, Unavailable
+from molhpo.contract.errors import InvalidArgument, Unavailable
 
 URL_FORMS = "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB"
 POSTGRES_FIX = "pip install 'molhpo[postgres]' (it brings psycopg2-binary)"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from molhpo.contract.enums import Direction, direction_from_proto
+from molhpo.contract.errors import InvalidArgument
 from molhpo.datasets import MAX_INVALID_SHARE, DatasetRequest
-from molhpo.errors import InvalidArgument
 from molhpo.v1 import common_pb2
 from trainer.training.loop import EpochResult, TrainConfig, TrainResult
 

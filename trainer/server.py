@@ -15,9 +15,9 @@ from grpc_health.v1 import health
 from molhpo import grpc_util, security, startup_checks
 from molhpo.contract import catalogue
 from molhpo.contract.enums import FailureClass
+from molhpo.contract.errors import InvalidArgument, MolhpoError
 from molhpo.cpus import threads_per_slot, usable_cpus
 from molhpo.datasets.user import USER_FORMATS
-from molhpo.errors import InvalidArgument, MolhpoError
 from molhpo.v1 import trainer_pb2, trainer_pb2_grpc
 from storage.artifacts import ArtifactStore
 from storage.keys import RedisKeys

@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import torch
 
+from molhpo.contract.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from molhpo.datasets.user import resolve_confined
-from molhpo.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from molhpo.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from trainer.predict import Ensemble, load_predictor
 from trainer.worker import TrialWorker

@@ -20,7 +20,7 @@ import torch
 
 from molhpo.contract import catalogue
 from molhpo.contract.enums import FailureClass
-from molhpo.errors import (
+from molhpo.contract.errors import (
     AlreadyExists,
     InvalidArgument,
     MolhpoError,

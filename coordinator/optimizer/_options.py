@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 
 import pydantic
 
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 T = TypeVar("T")
 

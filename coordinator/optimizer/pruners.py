@@ -13,7 +13,7 @@ import optuna
 from pydantic import Field
 
 from coordinator.optimizer._options import Component, Options, lookup, parse_options
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 BasePruner = optuna.pruners.BasePruner
 

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 
 from coordinator.spec import CategoricalDist, FloatDist, IntDist, ParamSpec
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 
 def refine_space(

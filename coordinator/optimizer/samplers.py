@@ -23,7 +23,7 @@ from pydantic import Field
 
 from coordinator.optimizer._options import Component, Options, lookup, parse_options
 from coordinator.spec import CategoricalDist, IntDist, ParamSpec
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 BaseSampler = optuna.samplers.BaseSampler
 ConstraintsFunc = Callable[[optuna.trial.FrozenTrial], Sequence[float]]

@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial
 
 from coordinator.reporting.facts import TrialFacts, sign
 from coordinator.reporting.text import first_line, fmt, metric_label
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 TOP_TRIALS_CHECKED = 5
 """How many of the best trials get convergence checks."""

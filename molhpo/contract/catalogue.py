@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from molhpo.contract.enums import Direction
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 HyperparameterKind = Literal["int", "float", "categorical", "bool"]
 Value = int | float | str | bool

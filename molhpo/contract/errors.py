@@ -2,12 +2,15 @@
 
 Servers raise these from their core; an interceptor turns them into gRPC statuses. The client
 turns statuses back into the same typed errors, so ``except InvalidArgument`` works on both
-sides of the wire.
+sides of the wire. Part of the contract: the coordinator, the trainer and the client raise and
+catch the same classes.
 """
 
 from __future__ import annotations
 
 import grpc
+
+from molhpo.contract.enums import FailureClass
 
 
 class MolhpoError(Exception):
@@ -95,7 +98,7 @@ class TrainingError(MolhpoError):
 
     code = grpc.StatusCode.ABORTED
 
-    def __init__(self, message: str, failure_class: str = "error") -> None:
+    def __init__(self, message: str, failure_class: str = FailureClass.ERROR) -> None:
         super().__init__(message)
         self.failure_class = failure_class
 
@@ -104,14 +107,14 @@ class DivergedError(TrainingError):
     """The loss became NaN or infinite."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, failure_class="diverged")
+        super().__init__(message, failure_class=FailureClass.DIVERGED)
 
 
 class InvalidConfigError(TrainingError):
     """The hyperparameters cannot build or train the model (e.g. a shape that cannot work)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, failure_class="invalid_config")
+        super().__init__(message, failure_class=FailureClass.INVALID_CONFIG)
 
 
 _BY_CODE: dict[grpc.StatusCode, type[MolhpoError]] = {

@@ -17,13 +17,13 @@ from importlib import resources
 from rdkit import Chem, rdBase
 
 from molhpo.contract.catalogue import get_dataset
+from molhpo.contract.errors import Internal
 from molhpo.datasets.qm9 import load_qm9
 from molhpo.datasets.table import (
     MAX_INVALID_EXAMPLES,
     MoleculeTable,
     TableBuilder,
 )
-from molhpo.errors import Internal
 
 __all__ = [
     "LOADERS",

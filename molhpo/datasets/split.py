@@ -21,8 +21,8 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
+from molhpo.contract.errors import InvalidArgument
 from molhpo.datasets.table import MoleculeTable
-from molhpo.errors import InvalidArgument
 
 SPLIT_KINDS: tuple[str, ...] = ("given", "random", "scaffold")
 """Split kinds :func:`split_dataset` knows (:func:`split_indices` does ``random`` only)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rdkit import Chem
 
-from molhpo.errors import Internal, InvalidArgument
+from molhpo.contract.errors import Internal, InvalidArgument
 
 MAX_INVALID_EXAMPLES = 5
 """How many unusable rows a table keeps as examples for error reports."""

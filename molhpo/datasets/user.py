@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from rdkit import Chem, rdBase
 
+from molhpo.contract.errors import InvalidArgument
 from molhpo.datasets.builtin import add_sdf_text
 from molhpo.datasets.table import MoleculeTable, TableBuilder
-from molhpo.errors import InvalidArgument
 
 USER_FORMATS: tuple[str, ...] = ("csv", "sdf")
 """File formats :func:`load_user_file` reads (chosen from the suffix unless given)."""

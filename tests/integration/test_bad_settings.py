@@ -19,7 +19,7 @@ import pytest
 from conftest import RedisServer
 from throwaway_postgres import PostgresServer
 
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from molhpo.local import free_port
 from storage.study_store import check_storage, create_storage, resolve_url
 

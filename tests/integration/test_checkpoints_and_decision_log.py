@@ -18,7 +18,7 @@ from conftest import RedisServer
 from molhpo import studyfile
 from molhpo.client import MolhpoClient
 from molhpo.contract import attrs
-from molhpo.errors import MolhpoError
+from molhpo.contract.errors import MolhpoError
 from molhpo.local import LocalStack
 from molhpo.v1 import common_pb2, study_pb2
 

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from molhpo.client import MolhpoClient
 from molhpo.contract import attrs
-from molhpo.errors import MolhpoError
+from molhpo.contract.errors import MolhpoError
 from molhpo.local import LocalStack
 from molhpo.v1 import common_pb2
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import RedisServer
 
 from molhpo.client import MolhpoClient
-from molhpo.errors import FailedPrecondition, InvalidArgument, NotFound
+from molhpo.contract.errors import FailedPrecondition, InvalidArgument, NotFound
 from molhpo.local import LocalStack
 from molhpo.v1 import common_pb2, study_pb2
 

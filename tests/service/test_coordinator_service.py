@@ -22,7 +22,7 @@ from coordinator.server import CoordinatorServer, make_server
 from coordinator.settings import CoordinatorSettings
 from molhpo import studyfile
 from molhpo.client import MolhpoClient
-from molhpo.errors import AlreadyExists, InvalidArgument, NotFound
+from molhpo.contract.errors import AlreadyExists, InvalidArgument, NotFound
 from molhpo.local import wait_for_line
 from molhpo.v1 import common_pb2, study_pb2
 

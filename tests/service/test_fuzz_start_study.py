@@ -35,7 +35,7 @@ from coordinator.settings import CoordinatorSettings
 from molhpo import studyfile
 from molhpo.client import MolhpoClient
 from molhpo.contract import catalogue
-from molhpo.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MolhpoError
+from molhpo.contract.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MolhpoError
 from molhpo.v1 import common_pb2, study_pb2
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "freesolv_mlp.yaml"

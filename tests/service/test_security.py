@@ -33,7 +33,7 @@ from coordinator.settings import CoordinatorSettings
 from coordinator.trainer_client import TrainerClient
 from molhpo import cli, security
 from molhpo.client import MolhpoClient
-from molhpo.errors import (
+from molhpo.contract.errors import (
     InvalidArgument,
     MolhpoError,
     NotFound,

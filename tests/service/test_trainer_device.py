@@ -21,7 +21,7 @@ from conftest import RedisServer
 from torch import nn
 
 from coordinator.retry import DEFAULT_MAX_ATTEMPTS, should_retry
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from molhpo.local import free_port
 from molhpo.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from storage.keys import RedisKeys

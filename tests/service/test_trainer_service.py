@@ -10,7 +10,7 @@ import pytest
 from conftest import RedisServer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from molhpo.errors import InvalidArgument, NotFound, ResourceExhausted, error_from_rpc
+from molhpo.contract.errors import InvalidArgument, NotFound, ResourceExhausted, error_from_rpc
 from molhpo.local import free_port
 from molhpo.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from storage.keys import RedisKeys

@@ -11,8 +11,8 @@ from conftest import RedisServer
 from coordinator.server import CoordinatorServer, make_server
 from coordinator.settings import CoordinatorSettings
 from molhpo.client import MolhpoClient
+from molhpo.contract.errors import InvalidArgument
 from molhpo.datasets import load_dataset
-from molhpo.errors import InvalidArgument
 
 BAD_SMILES = ["C1CC", "not-a-molecule", "c1ccccc", "[Xx]", "C(C"]
 

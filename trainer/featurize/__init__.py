@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from molhpo.contract.errors import InvalidArgument
 from molhpo.datasets import MoleculeTable
-from molhpo.errors import InvalidArgument
 from trainer.featurize.conformers import (
     ConformerBatch,
     ConformerFeatures,

@@ -22,7 +22,7 @@ import torch
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdDepictor, rdDistGeom, rdForceFieldHelpers
 
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from trainer.featurize.graphs import ptr_on, segment_rows, segment_total
 
 EMBED_SEED = 0xF00D

@@ -15,7 +15,7 @@ import torch
 from rdkit import Chem
 from torch_geometric.data import Data
 
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 ATOMIC_NUMBERS: tuple[int, ...] = (1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 35, 53)
 """H, B, C, N, O, F, Si, P, S, Cl, Br, I; any other element goes in an "other" bucket."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 PAD_TOKEN = "<pad>"
 """Fills the positions after a SMILES' last token; always index 0 of an alphabet."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from molhpo.errors import InvalidConfigError
+from molhpo.contract.errors import InvalidConfigError
 from trainer.models.mlp import SeededDropout
 
 

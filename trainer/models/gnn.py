@@ -32,7 +32,7 @@ from torch import nn
 from torch_geometric.nn import GATConv, GCNConv, global_add_pool
 from torch_geometric.nn.models import AttentiveFP
 
-from molhpo.errors import InvalidConfigError
+from molhpo.contract.errors import InvalidConfigError
 from trainer.models.gin import POOLINGS
 from trainer.models.mlp import SeededDropout
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from molhpo.contract.catalogue import param_float, param_int
-from molhpo.errors import InvalidConfigError
+from molhpo.contract.errors import InvalidConfigError
 
 
 class SeededDropout(nn.Module):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from torch import nn
 
 from molhpo.contract.catalogue import param_float, param_int, resolve_params
-from molhpo.errors import InvalidArgument, InvalidConfigError
+from molhpo.contract.errors import InvalidArgument, InvalidConfigError
 from trainer.models.cnn import SmilesCNN
 from trainer.models.egnn import EGNN
 from trainer.models.gin import GIN

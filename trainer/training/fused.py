@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from trainer.models.mlp import SeededDropout
 from trainer.placement import report_placement
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:

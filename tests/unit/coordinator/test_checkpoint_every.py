@@ -19,7 +19,7 @@ from coordinator.spec import StudySpec, validate
 from coordinator.study_runner import StudyRunner
 from coordinator.trainer_client import TrainerClient
 from molhpo import studyfile
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from storage.keys import RedisKeys
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "freesolv_mlp.yaml"

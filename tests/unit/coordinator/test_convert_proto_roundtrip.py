@@ -30,7 +30,7 @@ from coordinator.spec import (
 )
 from molhpo import studyfile
 from molhpo.contract.enums import Direction
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from molhpo.v1 import common_pb2, study_pb2
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"

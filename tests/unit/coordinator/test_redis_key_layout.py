@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from storage.keys import RedisKeys
 
 

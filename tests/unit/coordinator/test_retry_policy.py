@@ -10,7 +10,7 @@ from coordinator.retry import DEFAULT_MAX_ATTEMPTS, RETRYABLE, should_retry
 from coordinator.settings import CoordinatorSettings
 from coordinator.study_runner import StudyRunner
 from molhpo.contract.enums import FailureClass
-from molhpo.errors import DivergedError, InvalidConfigError, TrainingError
+from molhpo.contract.errors import DivergedError, InvalidConfigError, TrainingError
 
 # Failures that say nothing about the trial: its trainer died, was cut off or drained (as plain
 # strings, the way a trainer's result carries them).

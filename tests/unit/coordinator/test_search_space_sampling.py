@@ -17,7 +17,7 @@ from coordinator.optimizer.samplers import build_sampler
 from coordinator.optimizer.search_space import suggest
 from coordinator.spec import CategoricalDist, FloatDist, IntDist, ParamSpec, StudySpec, Value
 from molhpo import studyfile
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 

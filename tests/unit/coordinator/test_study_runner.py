@@ -38,7 +38,7 @@ from coordinator.study_runner import StudyRunner, StudyState
 from coordinator.trainer_client import TrainerClient
 from molhpo.contract import attrs
 from molhpo.contract.enums import FailureClass
-from molhpo.errors import InvalidArgument, ResourceExhausted
+from molhpo.contract.errors import InvalidArgument, ResourceExhausted
 from molhpo.v1 import common_pb2
 from storage import decisions
 from storage.decisions import Decision

@@ -18,7 +18,7 @@ from coordinator.optimizer.samplers import validate_sampler
 from coordinator.spec import StudySpec, validate
 from molhpo import studyfile
 from molhpo.contract import catalogue
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from molhpo.v1 import study_pb2
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"

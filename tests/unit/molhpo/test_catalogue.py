@@ -20,7 +20,7 @@ from molhpo.contract.catalogue import (
     is_active,
     resolve_params,
 )
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 
 def test_catalogue_imports_neither_torch_nor_rdkit() -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from molhpo.contract.catalogue import DATASETS
+from molhpo.contract.errors import InvalidArgument
 from molhpo.datasets import LOADERS, Conformer, load_dataset, qm9
 from molhpo.datasets.qm9 import QM9_PART_FILES, QM9_PROPERTIES, load_qm9, read_qm9_folder
-from molhpo.errors import InvalidArgument
 
 HEADER = (
     "XYZ_file,Index,SMILES,InChi,N_atoms,Stoichiometry,Elements,XYZ_Ang,Mulliken_pop,"

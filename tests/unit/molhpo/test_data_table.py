@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
+from molhpo.contract.errors import Internal
 from molhpo.datasets import Conformer, MoleculeTable
 from molhpo.datasets.table import MAX_INVALID_EXAMPLES, TableBuilder
-from molhpo.errors import Internal
 
 
 def test_builder_drops_and_counts_unusable_rows() -> None:

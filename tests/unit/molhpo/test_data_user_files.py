@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from molhpo.contract.errors import InvalidArgument
 from molhpo.datasets import (
     MAX_INVALID_SHARE,
     check_invalid_share,
     load_tabular_csv,
     load_user_file,
 )
-from molhpo.errors import InvalidArgument
 
 
 def _write(path: Path, text: str) -> Path:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from molhpo.contract.catalogue import DATASETS
+from molhpo.contract.errors import InvalidArgument
 from molhpo.datasets import LOADERS, load_dataset
 from molhpo.datasets.builtin import table_from_rows
-from molhpo.errors import InvalidArgument
 
 
 def test_loader_keys_equal_catalogue_keys() -> None:

@@ -1,12 +1,12 @@
-"""molhpo.errors: exceptions to gRPC status codes and back."""
+"""molhpo.contract.errors: exceptions to gRPC status codes and back."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 
-from molhpo import errors
-from molhpo.errors import (
+from molhpo.contract import errors
+from molhpo.contract.errors import (
     AlreadyExists,
     Cancelled,
     DeadlineExceeded,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from molhpo.contract.errors import InvalidArgument
 from molhpo.datasets import SPLIT_KINDS, MoleculeTable, load_dataset, split_dataset, split_indices
 from molhpo.datasets.builtin import table_from_rows
 from molhpo.datasets.split import murcko_scaffold
-from molhpo.errors import InvalidArgument
 
 
 def test_sizes_disjoint_and_covering() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from molhpo.errors import InvalidArgument, NotFound
+from molhpo.contract.errors import InvalidArgument, NotFound
 from storage.artifacts import ArtifactStore, TopKCheckpoints
 from trainer.models.registry import build_model
 from trainer.training.loop import TrainConfig, train

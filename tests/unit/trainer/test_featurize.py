@@ -12,9 +12,9 @@ from rdkit import Chem
 from torch_geometric.data import Batch
 
 from molhpo.contract.catalogue import MODELS
+from molhpo.contract.errors import InvalidArgument
 from molhpo.datasets import load_dataset
 from molhpo.datasets.builtin import table_from_rows
-from molhpo.errors import InvalidArgument
 from trainer import featurize as featurize_module
 from trainer.featurize import (
     FEATURIZERS,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from trainer.featurize import ConformerFeatures, SmilesFeatures, featurize
 from trainer.featurize import conformers as conformers_module
 from trainer.featurize.conformers import compute_conformers, embed

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from trainer.models.mlp import MLP, DenseLayerSpec
 from trainer.training.fused import fuse_models, train_fused, train_separately
 

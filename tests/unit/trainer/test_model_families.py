@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from molhpo.errors import InvalidConfigError
+from molhpo.contract.errors import InvalidConfigError
 from trainer.featurize.conformers import compute_conformers
 from trainer.featurize.graphs import NUM_ATOM_FEATURES, NUM_BOND_FEATURES, compute_graphs
 from trainer.featurize.smiles import compute_onehot_smiles

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from molhpo.contract.catalogue import MODELS
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from trainer.featurize.graphs import NUM_ATOM_FEATURES, NUM_BOND_FEATURES, compute_graphs
 from trainer.models import MODEL_BUILDERS, build_model
 from trainer.models.gin import GIN, NodeBatchNorm

@@ -16,7 +16,7 @@ from torch import nn
 
 from coordinator.retry import DEFAULT_MAX_ATTEMPTS, RETRYABLE, should_retry
 from molhpo.contract.enums import FailureClass
-from molhpo.errors import InvalidConfigError, TrainingError
+from molhpo.contract.errors import InvalidConfigError, TrainingError
 from trainer.training.loop import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from trainer.training.metrics import regression_metrics
 
 

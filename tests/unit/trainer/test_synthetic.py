@@ -8,7 +8,7 @@ import time
 import pytest
 
 from molhpo.contract.catalogue import check_pairing
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from trainer.training.loop import EpochResult, TrainConfig, train
 from trainer.training.synthetic import BEST_FLOOR, START, curve_floor, curve_value
 

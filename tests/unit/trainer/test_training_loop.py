@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from molhpo.contract import catalogue
-from molhpo.errors import DivergedError, InvalidArgument
+from molhpo.contract.errors import DivergedError, InvalidArgument
 from trainer.training import EpochResult, TrainConfig, TrainResult, train
 
 # One torch thread: tiny models train faster so, far faster on a busy 2-core machine.

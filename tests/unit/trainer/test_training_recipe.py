@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from molhpo.contract.catalogue import TRAINING_HYPERPARAMETERS, resolve_params
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 from trainer.training import EpochResult, TrainConfig, TrainResult, loop, train
 from trainer.training.loop import _loss_fn, _optimizer, _Schedule
 

@@ -30,7 +30,7 @@ import torch
 from conftest import RedisServer
 
 from molhpo.contract.enums import FailureClass
-from molhpo.errors import (
+from molhpo.contract.errors import (
     AlreadyExists,
     DivergedError,
     InvalidArgument,

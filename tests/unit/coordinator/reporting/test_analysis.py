@@ -23,7 +23,7 @@ from coordinator.reporting.analysis import (
     prediction_metrics,
 )
 from coordinator.reporting.facts import trial_facts
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 
 def test_convergence_rules() -> None:

@@ -20,7 +20,7 @@ from reporting_studies import (
 from coordinator.objectives import pareto_front
 from coordinator.reporting import build_report
 from coordinator.reporting.analysis import PREMATURE, UNDERTRAINED
-from molhpo.errors import InvalidArgument
+from molhpo.contract.errors import InvalidArgument
 
 
 def test_every_value_is_made_and_plots_are_real_pngs() -> None:
