@@ -170,13 +170,29 @@ def validate(spec: StudySpec) -> None:
 
     Sampler and pruner options are checked by their registries (coordinator.optimizer).
     """
-    if not spec.name:
-        raise InvalidArgument("name: is empty; give the study a name such as 'freesolv-gin-1'")
-    if not _NAME_RE.fullmatch(spec.name):
-        raise InvalidArgument(
-            f"name: {spec.name!r} is not allowed; use 1-128 letters, digits, '-', '_' or '.'"
-        )
+    _validate_name(spec.name)
     _validate_dataset(spec.dataset)
+    _validate_model(spec)
+    known = catalogue.hyperparameters_for(spec.model)
+    _validate_search_space(spec.params, known, spec.model)
+    _validate_fixed_params(spec)
+    _validate_objective(spec)
+    _validate_objectives_and_constraints(spec)
+    _validate_enqueued(spec, known)
+    _validate_budget(spec)
+    _validate_run_options(spec)
+
+
+def _validate_name(name: str) -> None:
+    if not name:
+        raise InvalidArgument("name: is empty; give the study a name such as 'freesolv-gin-1'")
+    if not _NAME_RE.fullmatch(name):
+        raise InvalidArgument(
+            f"name: {name!r} is not allowed; use 1-128 letters, digits, '-', '_' or '.'"
+        )
+
+
+def _validate_model(spec: StudySpec) -> None:
     if not spec.model:
         raise InvalidArgument(
             f"model: is empty; choose one of: {', '.join(sorted(catalogue.MODELS))}"
@@ -189,8 +205,9 @@ def validate(spec: StudySpec) -> None:
         catalogue.check_pairing(spec.model, "" if spec.dataset.path else spec.dataset.name)
     except InvalidArgument as err:
         raise InvalidArgument(f"model: {err}") from None
-    known = catalogue.hyperparameters_for(spec.model)
-    _validate_search_space(spec.params, known, spec.model)
+
+
+def _validate_fixed_params(spec: StudySpec) -> None:
     tuned = {p.name for p in spec.params}
     for name in spec.fixed_params:
         if name in tuned:
@@ -201,6 +218,9 @@ def validate(spec: StudySpec) -> None:
         catalogue.resolve_params(spec.model, spec.fixed_params)
     except InvalidArgument as err:
         raise InvalidArgument(f"fixed_params: {err}") from None
+
+
+def _validate_objective(spec: StudySpec) -> None:
     if spec.metric not in catalogue.METRICS:
         raise InvalidArgument(
             f"objective.metric: unknown metric {spec.metric!r}; "
@@ -210,8 +230,9 @@ def validate(spec: StudySpec) -> None:
         raise InvalidArgument(
             f"objective.direction: {spec.direction!r} is not a direction; use minimize or maximize"
         )
-    _validate_objectives_and_constraints(spec)
-    _validate_enqueued(spec, known)
+
+
+def _validate_budget(spec: StudySpec) -> None:
     if not 0 < spec.n_trials <= MAX_TRIALS:
         raise InvalidArgument(f"budget.n_trials: is {spec.n_trials}, but must be 1..{MAX_TRIALS}")
     if not 0 < spec.max_epochs <= MAX_EPOCHS:
@@ -228,6 +249,9 @@ def validate(spec: StudySpec) -> None:
         raise InvalidArgument(
             f"budget.timeout_seconds: is {spec.timeout_seconds}, but must be >= 0 (0: no limit)"
         )
+
+
+def _validate_run_options(spec: StudySpec) -> None:
     if not 1 <= spec.keep_checkpoints <= 100:
         raise InvalidArgument(
             f"keep_checkpoints: is {spec.keep_checkpoints}, but must be 1..100 (0 means 1)"
@@ -371,67 +395,87 @@ def _validate_search_space(
                 f"choose one of: {', '.join(sorted(known))}"
             )
         _validate_distribution(f"{where} ({p.name})", p.distribution, known[p.name], model)
-        if p.condition is not None:
-            parent = seen.get(p.condition.parent)
-            if parent is None:
-                raise InvalidArgument(
-                    f"{where}.condition.parent: {p.condition.parent!r} is not a parameter "
-                    "listed before this one; list the parent first"
-                )
-            if not p.condition.values:
-                raise InvalidArgument(f"{where}.condition.values: is empty; give at least one")
-            for v in p.condition.values:
-                if not _can_take(parent.distribution, v):
-                    raise InvalidArgument(
-                        f"{where}.condition.values: {v!r} is not a value "
-                        f"{p.condition.parent!r} can take, so {p.name!r} would never be sampled"
-                    )
+        _validate_condition(where, p, seen)
         seen[p.name] = p
+
+
+def _validate_condition(where: str, p: ParamSpec, seen: Mapping[str, ParamSpec]) -> None:
+    """A condition names a parameter listed before ``p`` and values that parent can take."""
+    if p.condition is None:
+        return
+    parent = seen.get(p.condition.parent)
+    if parent is None:
+        raise InvalidArgument(
+            f"{where}.condition.parent: {p.condition.parent!r} is not a parameter "
+            "listed before this one; list the parent first"
+        )
+    if not p.condition.values:
+        raise InvalidArgument(f"{where}.condition.values: is empty; give at least one")
+    for v in p.condition.values:
+        if not _can_take(parent.distribution, v):
+            raise InvalidArgument(
+                f"{where}.condition.values: {v!r} is not a value "
+                f"{p.condition.parent!r} can take, so {p.name!r} would never be sampled"
+            )
 
 
 def _validate_distribution(
     where: str, dist: Distribution, hp: catalogue.Hyperparameter, model: str
 ) -> None:
     if isinstance(dist, IntDist):
-        if hp.kind != "int":
-            raise InvalidArgument(f"{where}: is an int range, but the hyperparameter is {hp.kind}")
-        if dist.low > dist.high:
-            raise InvalidArgument(
-                f"{where}: low ({dist.low}) > high ({dist.high}); low must be <= high"
-            )
-        if dist.log and dist.low < 1:
-            raise InvalidArgument(f"{where}: log scale needs low >= 1 (got {dist.low})")
-        if dist.step < 1:
-            raise InvalidArgument(f"{where}: step is {dist.step}, but must be >= 1")
-        if dist.log and dist.step != 1:
-            raise InvalidArgument(f"{where}: step cannot be used with log scale")
-        _check_range(where, float(dist.low), float(dist.high), hp)
+        _validate_int_range(where, dist, hp)
     elif isinstance(dist, FloatDist):
-        if hp.kind not in ("float",):
-            raise InvalidArgument(f"{where}: is a float range, but the hyperparameter is {hp.kind}")
-        if not (math.isfinite(dist.low) and math.isfinite(dist.high)):
-            raise InvalidArgument(f"{where}: low and high must be finite numbers")
-        if dist.low > dist.high:
-            raise InvalidArgument(
-                f"{where}: low ({dist.low}) > high ({dist.high}); low must be <= high"
-            )
-        if dist.log and dist.low <= 0:
-            raise InvalidArgument(f"{where}: log scale needs low > 0 (got {dist.low})")
-        if dist.step is not None and not (math.isfinite(dist.step) and dist.step > 0):
-            raise InvalidArgument(f"{where}: step is {dist.step}, but must be a number > 0")
-        if dist.log and dist.step is not None:
-            raise InvalidArgument(f"{where}: step cannot be used with log scale")
-        _check_range(where, dist.low, dist.high, hp)
+        _validate_float_range(where, dist, hp)
     else:
-        if not dist.choices:
-            raise InvalidArgument(f"{where}: categorical choices are empty; give at least one")
-        if len(set(map(repr, dist.choices))) != len(dist.choices):
-            raise InvalidArgument(f"{where}: categorical choices repeat a value")
-        for c in dist.choices:
-            try:
-                catalogue.resolve_params(model, {hp.name: c})
-            except InvalidArgument as err:
-                raise InvalidArgument(f"{where}: choice {c!r} is not valid: {err}") from None
+        _validate_choices(where, dist, hp, model)
+
+
+def _validate_int_range(where: str, dist: IntDist, hp: catalogue.Hyperparameter) -> None:
+    if hp.kind != "int":
+        raise InvalidArgument(f"{where}: is an int range, but the hyperparameter is {hp.kind}")
+    if dist.low > dist.high:
+        raise InvalidArgument(
+            f"{where}: low ({dist.low}) > high ({dist.high}); low must be <= high"
+        )
+    if dist.log and dist.low < 1:
+        raise InvalidArgument(f"{where}: log scale needs low >= 1 (got {dist.low})")
+    if dist.step < 1:
+        raise InvalidArgument(f"{where}: step is {dist.step}, but must be >= 1")
+    if dist.log and dist.step != 1:
+        raise InvalidArgument(f"{where}: step cannot be used with log scale")
+    _check_range(where, float(dist.low), float(dist.high), hp)
+
+
+def _validate_float_range(where: str, dist: FloatDist, hp: catalogue.Hyperparameter) -> None:
+    if hp.kind not in ("float",):
+        raise InvalidArgument(f"{where}: is a float range, but the hyperparameter is {hp.kind}")
+    if not (math.isfinite(dist.low) and math.isfinite(dist.high)):
+        raise InvalidArgument(f"{where}: low and high must be finite numbers")
+    if dist.low > dist.high:
+        raise InvalidArgument(
+            f"{where}: low ({dist.low}) > high ({dist.high}); low must be <= high"
+        )
+    if dist.log and dist.low <= 0:
+        raise InvalidArgument(f"{where}: log scale needs low > 0 (got {dist.low})")
+    if dist.step is not None and not (math.isfinite(dist.step) and dist.step > 0):
+        raise InvalidArgument(f"{where}: step is {dist.step}, but must be a number > 0")
+    if dist.log and dist.step is not None:
+        raise InvalidArgument(f"{where}: step cannot be used with log scale")
+    _check_range(where, dist.low, dist.high, hp)
+
+
+def _validate_choices(
+    where: str, dist: CategoricalDist, hp: catalogue.Hyperparameter, model: str
+) -> None:
+    if not dist.choices:
+        raise InvalidArgument(f"{where}: categorical choices are empty; give at least one")
+    if len(set(map(repr, dist.choices))) != len(dist.choices):
+        raise InvalidArgument(f"{where}: categorical choices repeat a value")
+    for c in dist.choices:
+        try:
+            catalogue.resolve_params(model, {hp.name: c})
+        except InvalidArgument as err:
+            raise InvalidArgument(f"{where}: choice {c!r} is not valid: {err}") from None
 
 
 def _can_take(dist: Distribution, v: Value) -> bool:
