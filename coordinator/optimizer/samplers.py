@@ -226,7 +226,10 @@ SAMPLERS: dict[str, Component[BaseSampler]] = {
     "tpe": Component(
         "tpe", "tree-structured Parzen estimator (Bergstra et al. 2011)", TPEOptions, _tpe
     ),
-    "gp": Component("gp", "Gaussian-process Bayesian optimisation", GPOptions, _gp),
+    # Optuna's GPSampler computes with torch, which the coordinator extra leaves out.
+    "gp": Component(
+        "gp", "Gaussian-process Bayesian optimisation", GPOptions, _gp, requires=("torch",)
+    ),
     "cmaes": Component("cmaes", "CMA evolution strategy (Hansen 2016)", CmaEsOptions, _cmaes),
     "qmc": Component("qmc", "quasi-Monte Carlo (Sobol or Halton sequences)", QMCOptions, _qmc),
     "grid": Component("grid", "exhaustive grid over the search space", GridOptions, _grid),
