@@ -10,12 +10,13 @@ TORCH_INDEX ?=
 
 all: test
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins what the suite is tested with (torch); pyproject.toml keeps ranges.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# torch first, pinned, so nothing below pulls another build of it
-	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP) install -q -e '.[dev,redis-server]'
+	# torch first, at the pinned version, so nothing below pulls another build of it
+	$(PIP) install -q -c constraints.txt torch $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) install -q -c constraints.txt -e '.[dev,redis-server]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,37 +1,34 @@
 # syntax=docker/dockerfile:1
-# The coordinator image (CPU): the whole molhpo package with a CPU build of torch. It runs
-# `molhpo trainer --device cpu` as well (deploy/k8s/overlays/cpu uses it for trainers).
+# The coordinator image: molhpo with the coordinator extra (Optuna, the study store, Redis,
+# RDKit for the data-set checks, reports) and psycopg2 for a PostgreSQL store. No torch and no
+# torch-geometric: the build fails if either is installed. Trainers run from the trainer
+# images (deploy/docker/trainer.Dockerfile, trainer-cpu.Dockerfile).
 #
 # Build context: the repository root.
 #   docker build -f deploy/docker/coordinator.Dockerfile -t molhpo/coordinator:0.1.0 .
 # BuildKit reads deploy/docker/coordinator.Dockerfile.dockerignore for this build.
-# TORCH_INDEX: a package index with CPU-only torch wheels (a mirror of it in air-gapped builds).
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ARG TORCH_VERSION=2.13.0
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/molhpo
 ENV PATH=/opt/molhpo/bin:$PATH
-# torch first, pinned, from the CPU index, so the project's torch==2.13.0 is already satisfied
-# and pip does not pull the CUDA build from PyPI.
-RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY molhpo ./molhpo
 COPY coordinator ./coordinator
 COPY trainer ./trainer
 COPY storage ./storage
-# psycopg2 for the PostgreSQL study store; a regular (not editable) install
-RUN pip install --no-cache-dir "./[postgres]" \
-    && python -c "import torch, molhpo.cli; assert torch.__version__.startswith('${TORCH_VERSION}')"
+# A regular (not editable) install, at the versions the suite is tested with.
+RUN pip install --no-cache-dir -c constraints.txt "./[coordinator,postgres]" \
+    && python -c "import coordinator.server, molhpo.cli" \
+    && python -c "import importlib.util as u; found = [m for m in ('torch', 'torch_geometric') if u.find_spec(m)]; assert not found, found"
 
 FROM ${PYTHON_IMAGE}
-LABEL org.opencontainers.image.title="molhpo coordinator (CPU)" \
+LABEL org.opencontainers.image.title="molhpo coordinator" \
       org.opencontainers.image.source="https://example.com/molhpo" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --system --gid 10001 molhpo \

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The GPU trainer image: CUDA user-space base, Python 3.11 and torch 2.13.0 CUDA wheels (they
+# The GPU trainer image: CUDA user-space base, Python 3.11 and torch CUDA wheels (they
 # bundle the CUDA runtime, cuBLAS and cuDNN libraries, so the `base` flavour of the CUDA image is
 # enough: it carries the NVIDIA container runtime settings). The node needs the NVIDIA driver
 # and device plugin; keep TORCH_INDEX's CUDA version at or below what the driver supports.
@@ -12,7 +12,6 @@ ARG CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu22.04
 
 FROM ${CUDA_IMAGE} AS build
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
-ARG TORCH_VERSION=2.13.0
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -26,16 +25,19 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN python3.11 -m venv /opt/molhpo
 ENV PATH=/opt/molhpo/bin:$PATH
-RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 WORKDIR /src
+COPY constraints.txt ./
+# torch first, at the version constraints.txt pins, from the CUDA index, so the install below
+# keeps it and does not pull another build from PyPI.
+RUN pip install --no-cache-dir -c constraints.txt torch --index-url "${TORCH_INDEX}"
 COPY pyproject.toml README.md ./
 COPY molhpo ./molhpo
 COPY coordinator ./coordinator
 COPY trainer ./trainer
 COPY storage ./storage
-# nvidia-ml-py for the GPU utilisation and memory metrics (NVML)
-RUN pip install --no-cache-dir "./[gpu]" \
-    && python -c "import torch, molhpo.cli; assert torch.__version__.startswith('${TORCH_VERSION}')"
+# The trainer extra; nvidia-ml-py (gpu) for the GPU utilisation and memory metrics (NVML).
+RUN pip install --no-cache-dir -c constraints.txt "./[trainer,gpu]" \
+    && python -c "import torch, trainer.server, molhpo.cli; print(torch.__version__)"
 
 FROM ${CUDA_IMAGE}
 LABEL org.opencontainers.image.title="molhpo trainer (CUDA)" \
