@@ -4,7 +4,7 @@ besides the servicers."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import optuna
@@ -344,49 +344,66 @@ def status_to_proto(s: StudyStatus, with_request: bool = True) -> study_pb2.Stud
     )
     if with_request and s.request_json:
         info.request.CopyFrom(request_from_json(s.request_json))
-    best: optuna.trial.FrozenTrial | None = None
+    _count_trials(info, s.trials)
+    if s.dataset is not None:
+        info.dataset.CopyFrom(summary_to_proto(s.dataset))
+    if len(s.directions) > 1:
+        front = [
+            (t.number, list(t.values))
+            for t in s.trials
+            if t.state.name == "COMPLETE" and t.values is not None and _feasible(t)
+        ]
+        if front:
+            by_number = {t.number: t for t in s.trials}
+            for number in pareto_front(front, s.directions):
+                info.best_trials.append(trial_to_proto(by_number[number]))
+    else:
+        best = _best_trial(s.trials, s.directions)
+        if best is not None:
+            info.best_trial.CopyFrom(trial_to_proto(best))
+    return info
+
+
+def _feasible(t: optuna.trial.FrozenTrial) -> bool:
+    return bool(t.user_attrs.get(attrs.TRIAL_FEASIBLE, True))
+
+
+def _count_trials(info: study_pb2.StudyInfo, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
+    """Trials by state, and the epochs all of them trained."""
     epochs = 0
-    multi = len(s.directions) > 1
-    front: list[tuple[int, list[float]]] = []
-    for t in s.trials:
+    for t in trials:
         name = t.state.name
-        feasible = bool(t.user_attrs.get(attrs.TRIAL_FEASIBLE, True))
         if name == "RUNNING":
             info.n_running += 1
         elif name == "COMPLETE":
             info.n_complete += 1
-            if multi and t.values is not None and feasible:
-                front.append((t.number, list(t.values)))
-            elif (
-                not multi
-                and t.value is not None
-                and feasible
-                and (
-                    best is None
-                    or best.value is None
-                    or (
-                        t.value < best.value
-                        if s.directions[0] == Direction.MINIMIZE
-                        else t.value > best.value
-                    )
-                )
-            ):
-                best = t
         elif name == "PRUNED":
             info.n_pruned += 1
         elif name == "FAIL":
             info.n_failed += 1
         epochs += int(t.user_attrs.get("epochs_trained", 0) or 0)
     info.epochs_trained = epochs
-    if s.dataset is not None:
-        info.dataset.CopyFrom(summary_to_proto(s.dataset))
-    if best is not None:
-        info.best_trial.CopyFrom(trial_to_proto(best))
-    if front:
-        by_number = {t.number: t for t in s.trials}
-        for number in pareto_front(front, s.directions):
-            info.best_trials.append(trial_to_proto(by_number[number]))
-    return info
+
+
+def _best_trial(
+    trials: Sequence[optuna.trial.FrozenTrial], directions: Sequence[str]
+) -> optuna.trial.FrozenTrial | None:
+    """The first feasible complete trial with the best value of a single-objective study."""
+    best: optuna.trial.FrozenTrial | None = None
+    for t in trials:
+        if t.state.name != "COMPLETE" or t.value is None or not _feasible(t):
+            continue
+        if (
+            best is None
+            or best.value is None
+            or (
+                t.value < best.value
+                if directions[0] == Direction.MINIMIZE
+                else t.value > best.value
+            )
+        ):
+            best = t
+    return best
 
 
 def summary_to_proto(d: DatasetSummary) -> common_pb2.DatasetSummary:
