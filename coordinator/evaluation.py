@@ -54,27 +54,41 @@ def evaluate_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> Evaluation:
     by_config: dict[str, list[optuna.trial.FrozenTrial]] = defaultdict(list)
     for t in done:
         by_config[str(t.user_attrs[attrs.EVAL_CONFIG])].append(t)
-    results = []
-    for config, runs in sorted(by_config.items(), key=lambda kv: _config_order(kv[0])):
-        tests: dict[str, list[float]] = defaultdict(list)
-        valids: dict[str, list[float]] = defaultdict(list)
-        for t in runs:
-            for k, v in dict(t.user_attrs.get("test_metrics", {})).items():
-                tests[k].append(float(v))
-            for k, v in dict(t.user_attrs.get(attrs.TRIAL_VALID, {})).items():
-                valids[k].append(float(v))
-        stats = {k: _mean_std(v) for k, v in tests.items()}
-        results.append(
-            ConfigResult(
-                config=config,
-                params=dict(runs[0].params),
-                n_runs=len(runs),
-                test_mean={k: m for k, (m, _) in stats.items()},
-                test_std={k: s for k, (_, s) in stats.items()},
-                valid_mean={k: statistics.fmean(v) for k, v in valids.items()},
-            )
-        )
+    results = [
+        _config_result(config, runs)
+        for config, runs in sorted(by_config.items(), key=lambda kv: _config_order(kv[0]))
+    ]
     ranked = sorted({c for c in by_config if c.startswith("rank-")}, key=_config_order)
+    rmses = _ensemble_rmses(done, ranked)
+    if len(ranked) > 1 and rmses:
+        mean, std = _mean_std(rmses)
+        return Evaluation(results, mean, std, ranked)
+    return Evaluation(results, None, None, ranked)
+
+
+def _config_result(config: str, runs: Sequence[optuna.trial.FrozenTrial]) -> ConfigResult:
+    """One configuration's metrics over its runs (seeds)."""
+    tests: dict[str, list[float]] = defaultdict(list)
+    valids: dict[str, list[float]] = defaultdict(list)
+    for t in runs:
+        for k, v in dict(t.user_attrs.get("test_metrics", {})).items():
+            tests[k].append(float(v))
+        for k, v in dict(t.user_attrs.get(attrs.TRIAL_VALID, {})).items():
+            valids[k].append(float(v))
+    stats = {k: _mean_std(v) for k, v in tests.items()}
+    return ConfigResult(
+        config=config,
+        params=dict(runs[0].params),
+        n_runs=len(runs),
+        test_mean={k: m for k, (m, _) in stats.items()},
+        test_std={k: s for k, (_, s) in stats.items()},
+        valid_mean={k: statistics.fmean(v) for k, v in valids.items()},
+    )
+
+
+def _ensemble_rmses(done: Sequence[optuna.trial.FrozenTrial], ranked: Sequence[str]) -> list[float]:
+    """The test RMSE of the ranked configurations' averaged predictions, one per seed index
+    at which every member finished."""
     by_seed: dict[int, list[optuna.trial.FrozenTrial]] = defaultdict(list)
     for t in done:
         if t.user_attrs[attrs.EVAL_CONFIG] in ranked and attrs.TEST_PREDICTIONS in t.user_attrs:
@@ -88,10 +102,7 @@ def evaluate_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> Evaluation:
         )
         truth = np.asarray(members[0].user_attrs[attrs.TEST_TARGETS], float)
         rmses.append(float(np.sqrt(np.mean((preds - truth) ** 2))))
-    if len(ranked) > 1 and rmses:
-        mean, std = _mean_std(rmses)
-        return Evaluation(results, mean, std, ranked)
-    return Evaluation(results, None, None, ranked)
+    return rmses
 
 
 def _config_order(config: str) -> tuple[int, int]:
