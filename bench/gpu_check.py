@@ -47,7 +47,7 @@ import torch
 from molhpo.contract import catalogue
 from molhpo.cpus import usable_cpus
 from trainer.training import EpochResult, TrainConfig, TrainResult, train
-from trainer.training.loop import autocast_dtype
+from trainer.training.precision import autocast_dtype
 from trainer.training.sync_guard import BatchSyncs, per_batch_syncs
 
 FAMILIES = tuple(sorted(name for name in catalogue.MODELS if name != catalogue.SYNTHETIC))

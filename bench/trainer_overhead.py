@@ -80,7 +80,8 @@ from trainer.featurize import (
 )
 from trainer.metrics import TrainerMetrics
 from trainer.models import build_model
-from trainer.training.loop import EVAL_BATCH_SIZE, EpochResult, TrainConfig, train
+from trainer.training.evaluation import EVAL_BATCH_SIZE
+from trainer.training.loop import EpochResult, TrainConfig, train
 
 DATASET = "freesolv"
 SEED = 0

@@ -19,7 +19,7 @@ built from numpy inside the step) waits too.
   unless ``capturable``, so their ``.item()`` never touches the device.
 
 ``per_batch_syncs`` applies a guard to every call of the training loop's per-batch step
-(``trainer.training.loop._train_step``) and records one count per batch. Patching is
+(``trainer.training.epochs.train_step``) and records one count per batch. Patching is
 process-wide: this is a diagnostic for tests and ``bench/gpu_check.py``, not for a serving
 trainer.
 """
@@ -186,10 +186,10 @@ def per_batch_syncs(
     device: torch.device | str = "cpu", cuda_mode: str = "warn"
 ) -> Iterator[BatchSyncs]:
     """Count the synchronising calls of each training step of ``train`` run inside this block."""
-    from trainer.training import loop
+    from trainer.training import epochs
 
     record = BatchSyncs()
-    step = loop._train_step
+    step = epochs.train_step
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
         with SyncGuard(torch.device(device), cuda_mode) as guard:
@@ -198,8 +198,8 @@ def per_batch_syncs(
         record.examples.extend(guard.calls[: max(10 - len(record.examples), 0)])
         return out
 
-    loop._train_step = guarded
+    epochs.train_step = guarded
     try:
         yield record
     finally:
-        loop._train_step = step
+        epochs.train_step = step

@@ -15,7 +15,7 @@ import torch
 
 from molhpo.contract import catalogue
 from trainer.training import TrainConfig, train
-from trainer.training.loop import autocast_dtype
+from trainer.training.precision import autocast_dtype
 from trainer.training.sync_guard import SyncGuard, per_batch_syncs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -94,16 +94,16 @@ def test_the_guard_ignores_other_threads_and_the_optimisers_host_counters() -> N
 
 
 def test_a_step_that_reads_back_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trainer.training import loop
+    from trainer.training import epochs
 
-    step = loop._train_step
+    step = epochs.train_step
 
     def reading(*args: Any, **kwargs: Any) -> torch.Tensor:
         out = step(*args, **kwargs)
         out.item()
         return out
 
-    monkeypatch.setattr(loop, "_train_step", reading)
+    monkeypatch.setattr(epochs, "train_step", reading)
     config = TrainConfig("freesolv", "mlp", {"units": 8, "batch_size": 16}, 1, max_molecules=40)
     with per_batch_syncs("cpu") as syncs:
         train(config, lambda epoch: True)

@@ -26,7 +26,7 @@ from trainer.models.egnn import EGNN
 from trainer.models.geometry import molecule_pairs, pair_table
 from trainer.models.gnn import GAT, GCN, AttentiveFPRegressor
 from trainer.models.schnet import SchNet
-from trainer.training import loop
+from trainer.training import device_data
 from trainer.training.streams import StreamPool, own_stream
 
 SMILES = ["CCO", "c1ccccc1Cl", "C", "CC(=O)N", "[Na+].[Cl-]", "O"]
@@ -135,7 +135,7 @@ def test_device_copies_are_made_once_per_content_and_shared(
     to = PackedGraphs.to
     monkeypatch.setattr(PackedGraphs, "to", lambda self, d: copies.append(str(d)) or to(self, d))
     for _ in range(2):
-        loop._graph_data(features, torch.zeros(len(table)), torch.device("cpu"))  # type: ignore[arg-type]
+        device_data.graph_data(features, torch.zeros(len(table)), torch.device("cpu"))  # type: ignore[arg-type]
     assert copies == ["cpu"]
     built: list[int] = []
 
@@ -162,7 +162,7 @@ def test_descriptor_batches_equal_the_standardised_matrix() -> None:
     features = featurize.featurize(table, "rdkit_descriptors")
     train_rows = np.arange(0, len(table), 2)
     expected = torch.from_numpy(featurize.standardize(features.values, train_rows))  # type: ignore[arg-type]
-    data = loop._descriptor_data(features, train_rows, torch.zeros(1), torch.device("cpu"))  # type: ignore[arg-type]
+    data = device_data.descriptor_data(features, train_rows, torch.zeros(1), torch.device("cpu"))  # type: ignore[arg-type]
     rows = np.array([5, 1, 400, 3])
     assert torch.equal(data.predict(lambda x: x, rows), expected[rows])  # type: ignore[arg-type]
 

@@ -20,7 +20,7 @@ from trainer.featurize.graphs import compute_graphs
 from trainer.featurize.smiles import compute_onehot_smiles
 from trainer.models import build_model
 from trainer.training import TrainConfig, train
-from trainer.training.loop import MixedPrecision, autocast_dtype, mixed_precision_layers
+from trainer.training.precision import MixedPrecision, autocast_dtype, mixed_precision_layers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

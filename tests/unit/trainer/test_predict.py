@@ -22,7 +22,8 @@ from trainer.predict import (
     clear_predictor_cache,
     load_predictor,
 )
-from trainer.training.loop import TrainConfig, TrainResult, _subset, train
+from trainer.training.data import subset
+from trainer.training.loop import TrainConfig, TrainResult, train
 from trainer.training.metrics import regression_metrics
 
 SMALL: dict[str, dict[str, object]] = {
@@ -62,7 +63,7 @@ def _train(tmp_path: Path, model: str, k: int = 1) -> tuple[TrainResult, Artifac
 
 def _test_rows(config: TrainConfig) -> tuple[list[str], np.ndarray]:
     """The test SMILES and targets exactly as ``train`` selects them."""
-    table = _subset(
+    table = subset(
         load_table(DatasetRequest(name=config.dataset)), config.max_molecules, config.split_seed
     )
     _, _, test_rows = split_dataset(
@@ -133,7 +134,7 @@ def test_ensemble_averages_its_members(tmp_path: Path) -> None:
 
 
 def test_descriptor_statistics_standardise_like_training() -> None:
-    table = _subset(load_table(DatasetRequest(name="freesolv")), 60, 0)
+    table = subset(load_table(DatasetRequest(name="freesolv")), 60, 0)
     values = featurize(table, "rdkit_descriptors").values
     rows = np.arange(0, 60, 2)
     mean, std = descriptor_statistics(values, rows)

@@ -7,8 +7,8 @@ import torch
 
 from molhpo.contract.catalogue import TRAINING_HYPERPARAMETERS, resolve_params
 from molhpo.contract.errors import InvalidArgument
-from trainer.training import EpochResult, TrainConfig, TrainResult, loop, train
-from trainer.training.loop import _loss_fn, _optimizer, _Schedule
+from trainer.training import EpochResult, TrainConfig, TrainResult, evaluation, train
+from trainer.training.recipe import Schedule, make_loss, make_optimizer
 
 # One torch thread: tiny models train faster so, far faster on a busy 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,8 +45,8 @@ def test_defaults_keep_the_old_recipe() -> None:
     assert defaults["amp"] is True
     params = resolve_params("mlp", {})
     model = torch.nn.Linear(2, 1)
-    assert type(_optimizer(params, model)) is torch.optim.Adam
-    assert isinstance(_loss_fn(params["loss"]), torch.nn.MSELoss)
+    assert type(make_optimizer(params, model)) is torch.optim.Adam
+    assert isinstance(make_loss(params["loss"]), torch.nn.MSELoss)
 
 
 def test_max_molecules_trains_on_a_slice() -> None:
@@ -58,7 +58,7 @@ def test_max_molecules_trains_on_a_slice() -> None:
 
 def test_adamw_is_used_and_differs_from_adam_with_weight_decay() -> None:
     params = resolve_params("mlp", {"optimizer": "adamw", "weight_decay": 0.1})
-    assert type(_optimizer(params, torch.nn.Linear(2, 1))) is torch.optim.AdamW
+    assert type(make_optimizer(params, torch.nn.Linear(2, 1))) is torch.optim.AdamW
     adam = losses({"weight_decay": 0.1})
     adamw = losses({"weight_decay": 0.1, "optimizer": "adamw"})
     assert adamw[0] != adam[0] or adamw[1:] != adam[1:]
@@ -68,8 +68,8 @@ def test_adamw_is_used_and_differs_from_adam_with_weight_decay() -> None:
 def _lrs(params: dict[str, object], objectives: list[float], max_epochs: int) -> list[float]:
     """Learning rate after each epoch when the validation objective goes ``objectives``."""
     resolved = resolve_params("mlp", params)
-    optimizer = _optimizer(resolved, torch.nn.Linear(2, 1))
-    schedule = _Schedule(resolved, optimizer, max_epochs, "minimize")
+    optimizer = make_optimizer(resolved, torch.nn.Linear(2, 1))
+    schedule = Schedule(resolved, optimizer, max_epochs, "minimize")
     rates = []
     optimizer.step()  # (no gradients: leaves the weights alone; silences torch's order warning)
     for value in objectives:
@@ -106,7 +106,7 @@ def test_patience_stops_early_without_setting_stopped(monkeypatch: pytest.Monkey
     # validation metrics that never change: epoch 1 stays the best, and after `patience` more
     # epochs without improvement training ends
     flat = {"rmse": 1.0, "mae": 1.0, "r2": 0.0, "mape": 1.0, "pearson": 0.0, "spearman": 0.0}
-    monkeypatch.setattr(loop, "regression_metrics", lambda y_true, y_pred: dict(flat))
+    monkeypatch.setattr(evaluation, "regression_metrics", lambda y_true, y_pred: dict(flat))
     result, epochs = run({"patience": 3}, max_epochs=50)
     assert [e.step for e in epochs] == [1, 2, 3, 4]
     assert result.epochs_trained == 4
@@ -133,9 +133,9 @@ def test_other_losses_train(loss: str) -> None:
 
 def test_loss_functions() -> None:
     pred, target = torch.tensor([0.0, 3.0]), torch.tensor([0.0, 0.0])
-    assert _loss_fn("l1")(pred, target).item() == pytest.approx(1.5)
-    assert _loss_fn("mse")(pred, target).item() == pytest.approx(4.5)
-    assert _loss_fn("huber")(pred, target).item() == pytest.approx((3.0 - 0.5) / 2)
+    assert make_loss("l1")(pred, target).item() == pytest.approx(1.5)
+    assert make_loss("mse")(pred, target).item() == pytest.approx(4.5)
+    assert make_loss("huber")(pred, target).item() == pytest.approx((3.0 - 0.5) / 2)
 
 
 def test_amp_is_a_no_op_on_cpu() -> None:
