@@ -84,7 +84,7 @@ def failure_groups(trials: Sequence[TrialFacts]) -> list[dict[str, Any]]:
 
 
 def _comparison_sentence(
-    default: TrialFacts, best: TrialFacts, a: float, b: float, metric: str, direction: str
+    default: TrialFacts, best: TrialFacts, a: float, b: float, *, metric: str, direction: str
 ) -> tuple[str, bool]:
     """The default-versus-best sentence (validation values ``a`` and ``b``), and whether
     tuning improved on the default."""
@@ -126,7 +126,9 @@ def compare_default(
     a, b = default.value, best.value
     if a is None or b is None:
         return None
-    sentence, improved = _comparison_sentence(default, best, a, b, metric, direction)
+    sentence, improved = _comparison_sentence(
+        default, best, a, b, metric=metric, direction=direction
+    )
     rel = (b - a) / abs(a) if a != 0 and math.isfinite(a) and math.isfinite(b) else None
     return {
         "metric": metric,

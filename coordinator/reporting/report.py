@@ -14,7 +14,6 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,7 +96,14 @@ def build_report(
     importance = param_importances(study, n_finite)
     pred_metrics = prediction_metrics(*pred) if pred is not None else None
     label = objective_label(str(setup["objectives"][0]["metric"]))
-    plots, skipped = _draw_plots(trials, directions[0], label, importance, pred, pred_metrics)
+    plots, skipped = _draw_plots(
+        trials,
+        direction=directions[0],
+        label=label,
+        importance=importance,
+        pred=pred,
+        pred_metrics=pred_metrics,
+    )
     outcome = _outcome(trials, directions, setup, importance)
     multi = len(directions) > 1
     # An empty Pareto front is no file of parameters.
@@ -203,6 +209,7 @@ def _best_params(ranking: Sequence[TrialFacts], best: TrialFacts | None, multi: 
 
 def _draw_plots(
     trials: Sequence[TrialFacts],
+    *,
     direction: str,
     label: str,
     importance: Importance,
@@ -247,19 +254,15 @@ def _jsonable(x: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
         return [_jsonable(v) for v in x]
-    if isinstance(x, bool | str) or x is None:
-        return x
     if isinstance(x, np.generic):
-        return _jsonable(x.item())
-    if isinstance(x, int):
-        return x
+        x = x.item()  # numpy's float64 is a float: it must become a Python number first
     if isinstance(x, float):
         return x if math.isfinite(x) else None
+    if isinstance(x, bool | str | int) or x is None:
+        return x
     if isinstance(x, dt.datetime):
         return x.isoformat()
-    if isinstance(x, Path):
-        return str(x)
-    return str(x)
+    return str(x)  # paths, and anything else, as text
 
 
 def _trial_json(t: TrialFacts, directions: Sequence[str]) -> dict[str, Any]:
