@@ -53,6 +53,7 @@ from torch import nn
 
 from molhpo.contract.catalogue import get_model
 from molhpo.contract.errors import InvalidArgument, NotFound
+from storage.artifacts import ArtifactStore, ResumeFile, TopKCheckpoints
 from trainer.featurize import (
     FEATURIZER_VERSION,
     ConformerFeatures,
@@ -107,6 +108,29 @@ class ResumeStore(Protocol):
 
     def save(self, state: dict[str, Any]) -> None:
         """Replace the saved state."""
+
+
+def trial_stores(
+    artifacts: ArtifactStore,
+    study: str,
+    trial_number: int,
+    *,
+    attempt: int,
+    every: int,
+    keep: int,
+    direction: str,
+) -> tuple[TopKCheckpoints, ResumeFile]:
+    """The top-k checkpoints and the resume file of one attempt of a trial in ``artifacts``.
+
+    ``every``: save the resume state every this many epochs (0: every 5); ``keep``: how many
+    checkpoints to keep (at least 1), the best in ``direction``. A first attempt (``attempt``
+    at most 1) clears any resume file already there instead of resuming from it.
+    """
+    resume = ResumeFile(artifacts, study, trial_number, every or 5)
+    if attempt <= 1:
+        resume.clear()  # a first attempt never resumes someone else's state
+    sink = TopKCheckpoints(artifacts, study, trial_number, max(keep, 1), direction)
+    return sink, resume
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from storage import decisions, reports
 from storage.artifacts import ArtifactStore, ResumeFile, TopKCheckpoints
 from storage.decisions import Decision
 from storage.keys import RedisKeys
+from trainer.checkpoint import trial_stores
 from trainer.convert import config_from_spec, epoch_to_proto, result_to_proto
 from trainer.metrics import TrainerMetrics
 from trainer.outbox import Outbox
@@ -204,21 +205,7 @@ class TrialWorker:
 
         try:
             config = config_from_spec(spec, self._dataset_roots, self.device)
-            sink = None
-            resume = None
-            if self._artifacts is not None:
-                resume = ResumeFile(
-                    self._artifacts, spec.study_name, spec.trial_number, spec.checkpoint_every or 5
-                )
-                if spec.attempt <= 1:
-                    resume.clear()  # a first attempt never resumes someone else's state
-                sink = TopKCheckpoints(
-                    self._artifacts,
-                    spec.study_name,
-                    spec.trial_number,
-                    max(spec.keep_checkpoints, 1),
-                    config.objective_direction,
-                )
+            sink, resume = self._stores(spec, config.objective_direction)
             result = train(config, on_epoch, sink, resume)
             if resume is not None and not run.cancel.is_set():
                 resume.clear()
@@ -275,6 +262,22 @@ class TrialWorker:
             self._busy_done_s += time.monotonic() - run.started
             busy = len(self._running)
         self._metrics.busy_slots.set(busy)
+
+    def _stores(
+        self, spec: common_pb2.TrialSpec, direction: str
+    ) -> tuple[TopKCheckpoints | None, ResumeFile | None]:
+        """Where the trial's checkpoints and resume state go; none without an artifact store."""
+        if self._artifacts is None:
+            return None, None
+        return trial_stores(
+            self._artifacts,
+            spec.study_name,
+            spec.trial_number,
+            attempt=spec.attempt,
+            every=spec.checkpoint_every,
+            keep=spec.keep_checkpoints,
+            direction=direction,
+        )
 
     def _report(self, spec: common_pb2.TrialSpec) -> common_pb2.TrialReport:
         return common_pb2.TrialReport(
