@@ -32,6 +32,7 @@ from molhpo.contract.enums import Direction, direction_from_proto, direction_to_
 from molhpo.contract.errors import InvalidArgument
 
 if TYPE_CHECKING:
+    from coordinator.capabilities import Capabilities, ComponentDescription
     from coordinator.datasets import DatasetSummary
     from coordinator.evaluation import RaceRow
     from coordinator.lifecycle import StudyStatus
@@ -456,4 +457,40 @@ def event_to_proto(e: Event) -> study_pb2.StudyEvent:
         step=e.step,
         value=e.value,
         message=e.message,
+    )
+
+
+def capabilities_to_proto(c: Capabilities) -> study_pb2.ListCapabilitiesResponse:
+    """What studies can use, as ListCapabilitiesResponse."""
+
+    def components(descriptions: Sequence[ComponentDescription]) -> list[study_pb2.ComponentInfo]:
+        return [
+            study_pb2.ComponentInfo(
+                name=d.name,
+                summary=d.summary,
+                options=[
+                    study_pb2.ComponentOption(name=k, type_and_default=v)
+                    for k, v in sorted(d.options.items())
+                ],
+            )
+            for d in descriptions
+        ]
+
+    return study_pb2.ListCapabilitiesResponse(
+        trainers=[
+            study_pb2.TrainerCapabilities(
+                trainer_id=r.trainer_id,
+                device=r.device,
+                slots=r.slots,
+                models=list(r.models),
+                datasets=list(r.datasets),
+                file_formats=list(r.file_formats),
+            )
+            for r in c.trainers
+        ],
+        models=list(c.offer.models),
+        datasets=list(c.offer.datasets),
+        file_formats=list(c.offer.file_formats),
+        samplers=components(c.samplers),
+        pruners=components(c.pruners),
     )

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import grpc
 
 from coordinator import convert
+from coordinator.capabilities import capabilities
 from coordinator.core import Coordinator
 from coordinator.membership import TrainerRecord
 from coordinator.spec import ComponentSpec
@@ -160,6 +161,11 @@ class StudyServicer(study_pb2_grpc.StudyServiceServicer):
             best_params_json=r.best_params_json,
             plots=[study_pb2.ReportPlot(name=n, png=b) for n, b in sorted(r.plots.items())],
         )
+
+    def ListCapabilities(
+        self, request: study_pb2.ListCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> study_pb2.ListCapabilitiesResponse:
+        return convert.capabilities_to_proto(capabilities(self._core.pool.snapshot()))
 
 
 class PredictServicer(study_pb2_grpc.PredictServiceServicer):

@@ -182,6 +182,15 @@ class MolhpoClient:
             self._stub.GetReport, study_pb2.GetReportRequest(name=name), timeout_s=300.0
         )
 
+    def list_capabilities(
+        self, timeout_s: float | None = None
+    ) -> study_pb2.ListCapabilitiesResponse:
+        """What studies can use: the registered trainers' model families, data sets and file
+        formats, and the coordinator's samplers and pruners."""
+        return self._call(
+            self._stub.ListCapabilities, study_pb2.ListCapabilitiesRequest(), timeout_s=timeout_s
+        )
+
     def predict(self, study: str, smiles: list[str], top_k: int = 1) -> study_pb2.PredictResponse:
         """Predictions of a study's best model (or the average of its top-k)."""
         return self._call(

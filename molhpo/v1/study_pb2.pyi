@@ -486,6 +486,189 @@ class GetReportResponse(_message.Message):
 Global___GetReportResponse: _TypeAlias = GetReportResponse  # noqa: Y015
 
 @_typing.final
+class ListCapabilitiesRequest(_message.Message):
+    """Ask what studies can use."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCapabilitiesRequest: _TypeAlias = ListCapabilitiesRequest  # noqa: Y015
+
+@_typing.final
+class TrainerCapabilities(_message.Message):
+    """What one registered trainer offers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    DATASETS_FIELD_NUMBER: _builtins.int
+    FILE_FORMATS_FIELD_NUMBER: _builtins.int
+    trainer_id: _builtins.str
+    """Trainer id given at registration."""
+    device: _builtins.str
+    """Compute device it trains on, e.g. "cpu" or "cuda:0 (NVIDIA H100)"."""
+    slots: _builtins.int
+    """Trials it runs at once."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Model families it trains, as it registered them; empty: it named none and is given any."""
+
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Built-in data sets it loads, as it registered them; empty: it named none and is given any."""
+
+    @_builtins.property
+    def file_formats(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Formats of user data files it reads (e.g. "csv", "sdf"), as it registered them."""
+
+    def __init__(
+        self,
+        *,
+        trainer_id: _builtins.str = ...,
+        device: _builtins.str = ...,
+        slots: _builtins.int = ...,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        datasets: _abc.Iterable[_builtins.str] | None = ...,
+        file_formats: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "device", b"device", "file_formats", b"file_formats", "models", b"models", "slots", b"slots", "trainer_id", b"trainer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainerCapabilities: _TypeAlias = TrainerCapabilities  # noqa: Y015
+
+@_typing.final
+class ComponentOption(_message.Message):
+    """One option of a sampler or pruner."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_AND_DEFAULT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Option name, as written under `options:` in a study file."""
+    type_and_default: _builtins.str
+    """Its type and default, e.g. "int = 10"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type_and_default: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "type_and_default", b"type_and_default"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComponentOption: _TypeAlias = ComponentOption  # noqa: Y015
+
+@_typing.final
+class ComponentInfo(_message.Message):
+    """A sampler or pruner the coordinator can build."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name, as written in a study file, e.g. "tpe"."""
+    summary: _builtins.str
+    """One line about it."""
+    @_builtins.property
+    def options(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComponentOption]:
+        """Its options, sorted by name."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        summary: _builtins.str = ...,
+        options: _abc.Iterable[Global___ComponentOption] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "options", b"options", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComponentInfo: _TypeAlias = ComponentInfo  # noqa: Y015
+
+@_typing.final
+class ListCapabilitiesResponse(_message.Message):
+    """What studies can use."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINERS_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    DATASETS_FIELD_NUMBER: _builtins.int
+    FILE_FORMATS_FIELD_NUMBER: _builtins.int
+    SAMPLERS_FIELD_NUMBER: _builtins.int
+    PRUNERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def trainers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainerCapabilities]:
+        """Every registered trainer, sorted by id; empty when none is registered."""
+
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Model families at least one registered trainer trains, sorted. A trainer that named none
+        counts as offering every family of the coordinator's catalogue.
+        """
+
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Built-in data sets at least one registered trainer loads, sorted (as for models)."""
+
+    @_builtins.property
+    def file_formats(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """User data file formats at least one registered trainer reads, sorted (a trainer that
+        named neither data sets nor formats counts as reading every format the coordinator knows).
+        """
+
+    @_builtins.property
+    def samplers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComponentInfo]:
+        """Samplers this coordinator can build, sorted by name; one that computes with a package the
+        coordinator lacks (Optuna's "gp": torch) is left out.
+        """
+
+    @_builtins.property
+    def pruners(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComponentInfo]:
+        """Pruners this coordinator can build, sorted by name."""
+
+    def __init__(
+        self,
+        *,
+        trainers: _abc.Iterable[Global___TrainerCapabilities] | None = ...,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        datasets: _abc.Iterable[_builtins.str] | None = ...,
+        file_formats: _abc.Iterable[_builtins.str] | None = ...,
+        samplers: _abc.Iterable[Global___ComponentInfo] | None = ...,
+        pruners: _abc.Iterable[Global___ComponentInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "file_formats", b"file_formats", "models", b"models", "pruners", b"pruners", "samplers", b"samplers", "trainers", b"trainers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCapabilitiesResponse: _TypeAlias = ListCapabilitiesResponse  # noqa: Y015
+
+@_typing.final
 class PredictRequest(_message.Message):
     """Ask for predictions."""
 

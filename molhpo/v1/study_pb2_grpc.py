@@ -105,6 +105,11 @@ class StudyServiceStub:
                 request_serializer=molhpo_dot_v1_dot_study__pb2.GetReportRequest.SerializeToString,
                 response_deserializer=molhpo_dot_v1_dot_study__pb2.GetReportResponse.FromString,
                 _registered_method=True)
+        self.ListCapabilities = channel.unary_unary(
+                '/molhpo.v1.StudyService/ListCapabilities',
+                request_serializer=molhpo_dot_v1_dot_study__pb2.ListCapabilitiesRequest.SerializeToString,
+                response_deserializer=molhpo_dot_v1_dot_study__pb2.ListCapabilitiesResponse.FromString,
+                _registered_method=True)
 
 
 class StudyServiceServicer:
@@ -213,6 +218,15 @@ class StudyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCapabilities(self, request, context):
+        """What studies can use here: the model families, built-in data sets and data file formats
+        the registered trainers offer, and the samplers and pruners this coordinator can build.
+        `molhpo list` prints it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StudyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -285,6 +299,11 @@ def add_StudyServiceServicer_to_server(servicer, server):
                     servicer.GetReport,
                     request_deserializer=molhpo_dot_v1_dot_study__pb2.GetReportRequest.FromString,
                     response_serializer=molhpo_dot_v1_dot_study__pb2.GetReportResponse.SerializeToString,
+            ),
+            'ListCapabilities': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCapabilities,
+                    request_deserializer=molhpo_dot_v1_dot_study__pb2.ListCapabilitiesRequest.FromString,
+                    response_serializer=molhpo_dot_v1_dot_study__pb2.ListCapabilitiesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -666,6 +685,33 @@ class StudyService:
             '/molhpo.v1.StudyService/GetReport',
             molhpo_dot_v1_dot_study__pb2.GetReportRequest.SerializeToString,
             molhpo_dot_v1_dot_study__pb2.GetReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCapabilities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/molhpo.v1.StudyService/ListCapabilities',
+            molhpo_dot_v1_dot_study__pb2.ListCapabilitiesRequest.SerializeToString,
+            molhpo_dot_v1_dot_study__pb2.ListCapabilitiesResponse.FromString,
             options,
             channel_credentials,
             insecure,
