@@ -49,6 +49,7 @@ class Coordinator:
 
     def __init__(
         self,
+        *,
         storage: optuna.storages.BaseStorage,
         redis_client: redis.Redis,
         keys: RedisKeys,
@@ -75,6 +76,7 @@ class Coordinator:
         self.pool = pool
         self.trainers = trainers
         self.metrics = metrics
+        self._shared = shared
         self._stop = shared.stop
         self.studies = StudyLifecycle(shared, self.options, self._new_runner)
         self.workflows = Workflows(self.studies, shared.stop)
@@ -90,18 +92,7 @@ class Coordinator:
         ]
 
     def _new_runner(self, spec: StudySpec, study: optuna.Study, n_existing: int) -> StudyRunner:
-        return StudyRunner(
-            spec,
-            study,
-            self.pool,
-            self.trainers,
-            self.redis,
-            self.keys,
-            self.metrics,
-            self.options.decision_timeout_s,
-            n_existing=n_existing,
-            max_attempts=self.options.max_attempts,
-        )
+        return StudyRunner(spec, study, self._shared, self.options, n_existing=n_existing)
 
     # ---- the process -----------------------------------------------------------------------
 
@@ -182,6 +173,7 @@ class Coordinator:
     def evaluate_study(
         self,
         name: str,
+        *,
         top_k: int,
         seeds: int,
         include_default: bool,
@@ -190,7 +182,12 @@ class Coordinator:
     ) -> StudyStatus:
         """See :meth:`Workflows.evaluate_study`."""
         return self.workflows.evaluate_study(
-            name, top_k, seeds, include_default, max_epochs, evaluation_name
+            name,
+            top_k=top_k,
+            seeds=seeds,
+            include_default=include_default,
+            max_epochs=max_epochs,
+            evaluation_name=evaluation_name,
         )
 
     def start_race(

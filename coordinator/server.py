@@ -177,13 +177,13 @@ def make_server(settings: CoordinatorSettings) -> CoordinatorServer:
     metrics = CoordinatorMetrics()
     pool = TrainerPool(settings.heartbeat_timeout_s, lease_s=settings.lease_s)
     core = Coordinator(
-        storage,
-        redis_client,
-        RedisKeys(settings.key_prefix),
-        pool,
-        trainers,
-        metrics,
-        CoordinatorOptions(
+        storage=storage,
+        redis_client=redis_client,
+        keys=RedisKeys(settings.key_prefix),
+        pool=pool,
+        trainers=trainers,
+        metrics=metrics,
+        options=CoordinatorOptions(
             decision_timeout_s=settings.decision_timeout_s,
             dataset_roots=settings.dataset_root_paths,
             artifact_root=Path(settings.artifact_dir).resolve() if settings.artifact_dir else None,

@@ -115,11 +115,11 @@ class StudyServicer(study_pb2_grpc.StudyServiceServicer):
     ) -> study_pb2.StudyInfo:
         status = self._core.evaluate_study(
             request.name,
-            request.top_k,
-            request.seeds,
-            not request.skip_default,
-            request.max_epochs,
-            request.evaluation_name,
+            top_k=request.top_k,
+            seeds=request.seeds,
+            include_default=not request.skip_default,
+            max_epochs=request.max_epochs,
+            evaluation_name=request.evaluation_name,
         )
         return convert.status_to_proto(status)
 

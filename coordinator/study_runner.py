@@ -18,24 +18,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import optuna
-import redis
 
 from coordinator import convert, pruning
 from coordinator.events import EventKind, EventLog
-from coordinator.membership import Reservation, TrainerPool, Waiting, WaitReason, work_key
-from coordinator.metrics import CoordinatorMetrics
+from coordinator.membership import Reservation, Waiting, WaitReason, work_key
 from coordinator.objectives import objective_values, violations
 from coordinator.optimizer.search_space import suggest
-from coordinator.retry import DEFAULT_MAX_ATTEMPTS, RETRYABLE, should_retry
+from coordinator.retry import RETRYABLE, should_retry
 from coordinator.spec import StudySpec, default_trial
-from coordinator.trainer_client import TrainerClient
+from coordinator.wiring import CoordinatorOptions, Shared
 from molhpo.contract import attrs
 from molhpo.contract.enums import Direction, FailureClass
 from molhpo.contract.errors import InvalidArgument, MolhpoError
 from molhpo.v1 import common_pb2
 from storage import decisions
 from storage.decisions import Decision
-from storage.keys import RedisKeys
 from storage.owned_cache import OwnedStudyStorage
 
 log = logging.getLogger(__name__)
@@ -108,26 +105,31 @@ class StudyRunner:
         self,
         spec: StudySpec,
         study: optuna.Study,
-        pool: TrainerPool,
-        trainers: TrainerClient,
-        redis_client: redis.Redis,
-        keys: RedisKeys,
-        metrics: CoordinatorMetrics,
-        decision_timeout_s: float,
+        shared: Shared,
+        options: CoordinatorOptions,
+        *,
         n_existing: int = 0,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
-        self._max_attempts = max_attempts
+        """Args:
+        spec: the study's settings.
+        study: the study, loaded from the store.
+        shared: the trainer pool and client, Redis (pruning decisions) and metrics; the
+            runner writes the study through ``study`` only.
+        options: the decision timeout trainers are given, and how often a trial is dispatched
+            at most.
+        n_existing: trials the study has already (a resumed study).
+        """
+        self._max_attempts = options.max_attempts
         self._retry: deque[RunningTrial] = deque()
         self.spec = spec
         self.study = study
         self.events = EventLog()
-        self._pool = pool
-        self._trainers = trainers
-        self._redis = redis_client
-        self._keys = keys
-        self._metrics = metrics
-        self._decision_timeout = decision_timeout_s
+        self._pool = shared.pool
+        self._trainers = shared.trainers
+        self._redis = shared.redis
+        self._keys = shared.keys
+        self._metrics = shared.metrics
+        self._decision_timeout = options.decision_timeout_s
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._running: dict[int, RunningTrial] = {}

@@ -1,7 +1,8 @@
 """What the coordinator's parts share, and the options they are built with.
 
 :class:`coordinator.core.Coordinator` builds one :class:`Shared` and hands it to the study
-lifecycle, the report consumer and the reaper; none of them builds a connection of its own.
+lifecycle, every study's runner, the report consumer and the reaper; none of them builds a
+connection of its own.
 """
 
 from __future__ import annotations

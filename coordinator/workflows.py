@@ -46,6 +46,7 @@ class Workflows:
     def evaluate_study(
         self,
         name: str,
+        *,
         top_k: int,
         seeds: int,
         include_default: bool,
@@ -94,6 +95,29 @@ class Workflows:
         target: float,
     ) -> None:
         """One study per set-up on the same workload; one after another unless concurrent."""
+        specs = self._race_specs(name, base, entries)
+        labels = [label for label, _, _ in entries]
+        if concurrent:
+            for i, s in enumerate(specs):
+                self._studies.start_study(s, system_attrs=_race_attrs(name, labels, i, target))
+            return
+        # The first set-up starts now, so the race exists as soon as this returns.
+        self._studies.start_study(specs[0], system_attrs=_race_attrs(name, labels, 0, target))
+        threading.Thread(
+            target=self._run_in_turn,
+            args=(name, specs, labels, target),
+            name=f"race-{name}",
+            daemon=True,
+        ).start()
+
+    def _race_specs(
+        self,
+        name: str,
+        base: StudySpec,
+        entries: Sequence[tuple[str, ComponentSpec, ComponentSpec]],
+    ) -> list[StudySpec]:
+        """The race's studies, each checked, so a bad set-up refuses the whole race before any
+        of it starts."""
         if not entries:
             raise InvalidArgument("entries: is empty; give at least one set-up")
         specs = []
@@ -103,40 +127,24 @@ class Workflows:
             specs.append(
                 dataclasses.replace(base, name=f"{name}-{label}", sampler=sampler, pruner=pruner)
             )
-        for s in specs:  # refuse the whole race before any of it starts
+        for s in specs:
             self._studies.validate(s)
             if self._studies.exists(s.name):
                 raise AlreadyExists(f"study {s.name!r} exists already; rename the race")
+        return specs
 
-        def study_attrs(i: int) -> dict[str, object]:
-            return {
-                attrs.STUDY_RACE: {
-                    "race": name,
-                    "label": entries[i][0],
-                    "index": i,
-                    "target": target,
-                    "n_entries": len(entries),
-                }
-            }
-
-        if concurrent:
-            for i, s in enumerate(specs):
-                self._studies.start_study(s, system_attrs=study_attrs(i))
-            return
-        # The first set-up starts now, so the race exists as soon as this returns.
-        self._studies.start_study(specs[0], system_attrs=study_attrs(0))
-
-        def run_in_turn() -> None:
-            for i, s in enumerate(specs):
-                if self._stop.is_set():
-                    return
-                if i > 0:
-                    self._studies.start_study(s, system_attrs=study_attrs(i))
-                runner = self._studies.runner(s.name)
-                while runner is not None and not runner.finished and not self._stop.is_set():
-                    runner.join(1.0)
-
-        threading.Thread(target=run_in_turn, name=f"race-{name}", daemon=True).start()
+    def _run_in_turn(
+        self, name: str, specs: Sequence[StudySpec], labels: Sequence[str], target: float
+    ) -> None:
+        """Start each set-up after the one before it ended (the first runs already)."""
+        for i, s in enumerate(specs):
+            if self._stop.is_set():
+                return
+            if i > 0:
+                self._studies.start_study(s, system_attrs=_race_attrs(name, labels, i, target))
+            runner = self._studies.runner(s.name)
+            while runner is not None and not runner.finished and not self._stop.is_set():
+                runner.join(1.0)
 
     def race(self, name: str) -> tuple[list[RaceRow], float | None, bool]:
         """Rows of a race in set-up order, the target value used, whether all ended."""
@@ -172,3 +180,16 @@ class Workflows:
             st.state is not StudyState.RUNNING for st in statuses
         )
         return rows, target, finished
+
+
+def _race_attrs(name: str, labels: Sequence[str], i: int, target: float) -> dict[str, object]:
+    """The attribute that marks set-up ``i``'s study as a member of race ``name``."""
+    return {
+        attrs.STUDY_RACE: {
+            "race": name,
+            "label": labels[i],
+            "index": i,
+            "target": target,
+            "n_entries": len(labels),
+        }
+    }

@@ -144,13 +144,13 @@ def _make_rig(server: RedisServer, prefix: str, tmp_path: Path, n: int) -> Rig:
         trials.append((trial._trial_id, trial.number))
     keys = RedisKeys(prefix)
     coordinator = Coordinator(
-        create_storage(url, sync=False),
-        connect(server.url, socket_timeout=2.0),
-        keys,
+        storage=create_storage(url, sync=False),
+        redis_client=connect(server.url, socket_timeout=2.0),
+        keys=keys,
         # Long leases: the trials' trainer never shows up, and they must not be re-run.
-        TrainerPool(60.0, lease_s=600.0),
-        TrainerClient(timeout_s=2.0),
-        CoordinatorMetrics(),
+        pool=TrainerPool(60.0, lease_s=600.0),
+        trainers=TrainerClient(timeout_s=2.0),
+        metrics=CoordinatorMetrics(),
     )
     return Rig(server, keys, path, spec, trials, coordinator)
 

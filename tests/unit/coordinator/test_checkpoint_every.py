@@ -4,6 +4,7 @@ study, and handed to trainers in every TrialSpec."""
 from __future__ import annotations
 
 import copy
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.spec import StudySpec, validate
 from coordinator.study_runner import StudyRunner
 from coordinator.trainer_client import TrainerClient
+from coordinator.wiring import CoordinatorOptions, Shared
 from molhpo import studyfile
 from molhpo.contract.errors import InvalidArgument
 from storage.keys import RedisKeys
@@ -80,16 +82,17 @@ def test_a_value_that_is_not_a_whole_number_is_refused_by_the_study_file() -> No
 
 def test_every_trial_spec_carries_it() -> None:
     spec = _spec(checkpoint_every=3)
-    runner = StudyRunner(
-        spec,
-        optuna.create_study(),
-        TrainerPool(10.0),
-        TrainerClient(),
-        redis.Redis(),  # never contacted: building a TrialSpec reads nothing
-        RedisKeys("unit"),
-        CoordinatorMetrics(),
-        decision_timeout_s=5.0,
+    study = optuna.create_study()
+    shared = Shared(
+        storage=study._storage,
+        redis=redis.Redis(),  # never contacted: building a TrialSpec reads nothing
+        keys=RedisKeys("unit"),
+        pool=TrainerPool(10.0),
+        trainers=TrainerClient(),
+        metrics=CoordinatorMetrics(),
+        stop=threading.Event(),
     )
+    runner = StudyRunner(spec, study, shared, CoordinatorOptions(decision_timeout_s=5.0))
     trial_spec = runner._trial_spec_from(0, 1, {"hidden_channels": 64})
     assert trial_spec.checkpoint_every == 3
     assert trial_spec.max_epochs == 12

@@ -3,6 +3,7 @@ a resumed or restarted study never reuses one."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import optuna
@@ -13,6 +14,7 @@ from coordinator.membership import TrainerPool
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.study_runner import StudyRunner, last_decision_seq
 from coordinator.trainer_client import TrainerClient
+from coordinator.wiring import CoordinatorOptions, Shared
 from molhpo import studyfile
 from molhpo.contract import attrs
 from molhpo.v1 import common_pb2
@@ -49,16 +51,16 @@ def test_a_new_runner_numbers_its_decisions_after_the_studys_last() -> None:
     study.add_trial(_logged({1: 3, 2: 17}))
     study.add_trial(_logged({1: 9}))
     running = study.ask()
-    runner = StudyRunner(
-        spec,
-        study,
-        TrainerPool(10.0),
-        TrainerClient(),
-        redis.Redis(),  # never contacted: no step is decided twice here
-        RedisKeys("unit"),
-        CoordinatorMetrics(),
-        decision_timeout_s=5.0,
+    shared = Shared(
+        storage=study._storage,
+        redis=redis.Redis(),  # never contacted: no step is decided twice here
+        keys=RedisKeys("unit"),
+        pool=TrainerPool(10.0),
+        trainers=TrainerClient(),
+        metrics=CoordinatorMetrics(),
+        stop=threading.Event(),
     )
+    runner = StudyRunner(spec, study, shared, CoordinatorOptions(decision_timeout_s=5.0))
     runner.adopt([study._storage.get_trial(running._trial_id)])
     published: list[tuple[int, int, Decision]] = []
     for step in (1, 2):

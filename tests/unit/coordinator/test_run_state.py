@@ -8,6 +8,7 @@ RunTrial. No Redis: no report here repeats an epoch.
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -21,6 +22,7 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.spec import ComponentSpec, DatasetSpec, FloatDist, ParamSpec, StudySpec
 from coordinator.study_runner import RunningTrial, RunState, StudyRunner
 from coordinator.trainer_client import TrainerClient
+from coordinator.wiring import CoordinatorOptions, Shared
 from molhpo.contract import attrs
 from molhpo.contract.enums import FailureClass
 from molhpo.v1 import common_pb2
@@ -96,16 +98,19 @@ def _spec() -> StudySpec:
 
 
 def _runner(pool: TrainerPool, study: optuna.Study | None = None) -> StudyRunner:
+    n_existing = len(study.trials) if study else 0
+    study = study or optuna.create_study(study_name="state-study")
+    shared = Shared(
+        storage=study._storage,
+        redis=redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.1),  # never reached
+        keys=RedisKeys("unit"),
+        pool=pool,
+        trainers=AcceptingTrainers(),
+        metrics=CoordinatorMetrics(),
+        stop=threading.Event(),
+    )
     return StudyRunner(
-        _spec(),
-        study or optuna.create_study(study_name="state-study"),
-        pool,
-        AcceptingTrainers(),
-        redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.1),  # never reached
-        RedisKeys("unit"),
-        CoordinatorMetrics(),
-        decision_timeout_s=5.0,
-        n_existing=len(study.trials) if study else 0,
+        _spec(), study, shared, CoordinatorOptions(decision_timeout_s=5.0), n_existing=n_existing
     )
 
 

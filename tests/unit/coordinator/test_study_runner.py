@@ -33,9 +33,11 @@ from coordinator import study_runner
 from coordinator.events import Event, EventKind
 from coordinator.membership import TrainerPool, TrainerRecord, WaitReason
 from coordinator.metrics import CoordinatorMetrics
+from coordinator.retry import DEFAULT_MAX_ATTEMPTS
 from coordinator.spec import ComponentSpec, DatasetSpec, FloatDist, ParamSpec, StudySpec
 from coordinator.study_runner import StudyRunner, StudyState
 from coordinator.trainer_client import TrainerClient
+from coordinator.wiring import CoordinatorOptions, Shared
 from molhpo.contract import attrs
 from molhpo.contract.enums import FailureClass
 from molhpo.contract.errors import InvalidArgument, ResourceExhausted
@@ -140,25 +142,26 @@ class Harness:
         self,
         spec: StudySpec,
         study: optuna.Study | None = None,
-        max_attempts: int = study_runner.DEFAULT_MAX_ATTEMPTS,
+        *,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         n_existing: int = 0,
         redis_client: redis.Redis | None = None,
         keys: RedisKeys | None = None,
     ) -> StudyRunner:
         """A runner of ``spec`` (not started). Without ``redis_client`` it gets a client of a
         port nothing listens on: only a repeated epoch report would use it."""
-        runner = StudyRunner(
-            spec,
-            study or _study(),
-            self.pool,
-            self.trainers,
-            redis_client or redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.1),
-            keys or RedisKeys("unit"),
-            CoordinatorMetrics(),
-            decision_timeout_s=5.0,
-            n_existing=n_existing,
-            max_attempts=max_attempts,
+        study = study or _study()
+        shared = Shared(
+            storage=study._storage,
+            redis=redis_client or redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.1),
+            keys=keys or RedisKeys("unit"),
+            pool=self.pool,
+            trainers=self.trainers,
+            metrics=CoordinatorMetrics(),
+            stop=threading.Event(),
         )
+        options = CoordinatorOptions(decision_timeout_s=5.0, max_attempts=max_attempts)
+        runner = StudyRunner(spec, study, shared, options, n_existing=n_existing)
         self.runners.append(runner)
         return runner
 
