@@ -220,42 +220,47 @@ class StudyRunner:
             while True:
                 with self._lock:
                     if self._stop_requested:
-                        while self._retry:
-                            waiting = self._retry.popleft()
-                            self._fail(
-                                waiting, FailureClass.STOPPED, "the study stopped before its retry"
-                            )
+                        self._drop_retries()
                     if self._should_finish():
                         self._finish()
                         return
                     retry = self._retry[0] if self._retry else None
                     want = retry is not None or self._wants_trial()
-                if want:
-                    res = self._reserve()
-                    if res is not None:
-                        if retry is not None:
-                            with self._lock:
-                                self._retry.popleft()
-                                # Its first run may have ended meanwhile (a late result).
-                                current = self._running.get(retry.trial_id) is retry
-                                if current and retry.state is RunState.RETRY_QUEUED:
-                                    retry.state = RunState.DISPATCHING
-                            if current:
-                                self._send(retry, res)
-                            else:
-                                self._pool.release(res.trainer_id, res.token)
-                        else:
-                            self._dispatch_new(res)
-                        continue
-                    self._pool.wait_for_change(_IDLE_WAIT_S)
-                else:
+                if not want:
                     self._note_wait(None)
                     self._wake.wait(_IDLE_WAIT_S)
                     self._wake.clear()
+                    continue
+                res = self._reserve()
+                if res is None:
+                    self._pool.wait_for_change(_IDLE_WAIT_S)
+                elif retry is not None:
+                    self._dispatch_retry(retry, res)
+                else:
+                    self._dispatch_new(res)
         except Exception as err:  # the study cannot go on; record why instead of dying silently
             log.exception("study %s failed", self.spec.name)
             with self._lock:
                 self._finish(StudyState.FAILED, f"coordinator error: {err}")
+
+    def _drop_retries(self) -> None:
+        """The study stops: the trials queued for a retry fail (called under the lock)."""
+        while self._retry:
+            waiting = self._retry.popleft()
+            self._fail(waiting, FailureClass.STOPPED, "the study stopped before its retry")
+
+    def _dispatch_retry(self, retry: RunningTrial, res: Reservation) -> None:
+        """Send the first queued retry to the slot ``res``, unless its first run has ended."""
+        with self._lock:
+            self._retry.popleft()
+            # Its first run may have ended meanwhile (a late result).
+            current = self._running.get(retry.trial_id) is retry
+            if current and retry.state is RunState.RETRY_QUEUED:
+                retry.state = RunState.DISPATCHING
+        if current:
+            self._send(retry, res)
+        else:
+            self._pool.release(res.trainer_id, res.token)
 
     def _reserve(self, avoid: frozenset[str] = frozenset()) -> Reservation | None:
         """A slot for this study's work, or None (noting why, see :meth:`_note_wait`)."""
@@ -348,16 +353,7 @@ class StudyRunner:
                 if res is None:
                     avoid.clear()
                     continue
-            # Kept with the trial before any trainer has it, so a restarted coordinator
-            # knows every trial that may be running somewhere, and with which attempt.
-            try:
-                self.study._storage.set_trial_system_attr(
-                    rt.trial_id,
-                    attrs.TRIAL_SPEC,
-                    base64.b64encode(spec.SerializeToString()).decode(),
-                )
-            except optuna.exceptions.UpdateFinishedTrialError:
-                self._pool.release(res.trainer_id, res.token)  # it ended meanwhile
+            if not self._keep_spec(rt, spec, res):
                 return
             self._pool.confirm(res, rt.trial_id)
             with self._lock:
@@ -373,24 +369,46 @@ class StudyRunner:
                 self._fail(rt, FailureClass.INVALID_CONFIG, f"trainer refused the trial: {err}")
                 return
             except MolhpoError as err:
-                log.info("trainer %s did not take trial %d: %s", res.trainer_id, rt.number, err)
-                self._release(rt)
-                with self._lock:
-                    rt.trainer_id = ""
-                    if rt.state is RunState.ON_TRAINER:
-                        rt.state = RunState.DISPATCHING
+                self._refused(rt, res.trainer_id, err)
                 avoid.add(res.trainer_id)
                 refusals += 1
                 res = None
                 continue
-            self._metrics.dispatch_seconds.observe(time.perf_counter() - t1)
-            self._metrics.trials_started.inc()
-            note = f"on trainer {res.trainer_id}"
-            if rt.attempt > 1:
-                note += f" (attempt {rt.attempt})"
-            self.events.append(EventKind.TRIAL_STARTED, rt.number, message=note)
+            self._started(rt, res.trainer_id, time.perf_counter() - t1)
             return
         self._fail(rt, FailureClass.DISPATCH, "no trainer accepted the trial")
+
+    def _keep_spec(self, rt: RunningTrial, spec: common_pb2.TrialSpec, res: Reservation) -> bool:
+        """Keep the TrialSpec with the trial before any trainer has it, so a restarted
+        coordinator knows every trial that may be running somewhere, and with which attempt.
+        False (and the slot released) when the trial has ended meanwhile."""
+        try:
+            self.study._storage.set_trial_system_attr(
+                rt.trial_id,
+                attrs.TRIAL_SPEC,
+                base64.b64encode(spec.SerializeToString()).decode(),
+            )
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._pool.release(res.trainer_id, res.token)
+            return False
+        return True
+
+    def _refused(self, rt: RunningTrial, trainer_id: str, err: MolhpoError) -> None:
+        """A trainer did not take the trial: its slot goes back, the trial waits for another."""
+        log.info("trainer %s did not take trial %d: %s", trainer_id, rt.number, err)
+        self._release(rt)
+        with self._lock:
+            rt.trainer_id = ""
+            if rt.state is RunState.ON_TRAINER:
+                rt.state = RunState.DISPATCHING
+
+    def _started(self, rt: RunningTrial, trainer_id: str, dispatch_s: float) -> None:
+        self._metrics.dispatch_seconds.observe(dispatch_s)
+        self._metrics.trials_started.inc()
+        note = f"on trainer {trainer_id}"
+        if rt.attempt > 1:
+            note += f" (attempt {rt.attempt})"
+        self.events.append(EventKind.TRIAL_STARTED, rt.number, message=note)
 
     def _lost(self, rt: RunningTrial, failure_class: str, reason: str) -> None:
         """The trainer of a trial is gone: dispatch it again, or record the failure."""
