@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import grpc
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 from rich.console import Console
@@ -406,8 +407,54 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# `molhpo list` waits this long for a coordinator before it lists the local catalogue.
+_LIST_TIMEOUT_S = 5.0
+# Answers that mean "no coordinator to ask" (none running, or one without ListCapabilities).
+_NO_ANSWER = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNIMPLEMENTED,
+}
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    report.print_catalogue(args.what, console)
+    """What the coordinator's registered trainers and the coordinator offer; the local
+    catalogue when no coordinator answers (said in one line on stderr)."""
+    address = coordinator_address(args)
+    offered = None
+    try:
+        with open_client(args) as c:
+            offered = c.list_capabilities(timeout_s=_LIST_TIMEOUT_S)
+    except MolhpoError as err:
+        if err.code not in _NO_ANSWER:
+            raise
+        err_console.print(
+            f"no coordinator answered at {address} ({err.code.name}); "
+            "listing this installation's catalogue",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    if offered is not None and args.what in ("models", "datasets"):
+        if offered.trainers:
+            ids = ", ".join(t.trainer_id for t in offered.trainers)
+            console.print(
+                f"offered by the trainers registered at {address}: {ids}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            err_console.print(
+                f"no trainer is registered at the coordinator at {address}; "
+                "listing this installation's catalogue",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    elif offered is not None:
+        console.print(f"{args.what} of the coordinator at {address}", markup=False, highlight=False)
+    report.print_catalogue(args.what, console, offered)
     return 0
 
 
@@ -552,7 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, default=1, help="average the k best models")
     pr.set_defaults(fn=cmd_predict)
 
-    ls = sub.add_parser("list", help="list models, datasets, samplers or pruners")
+    ls = sub.add_parser(
+        "list",
+        parents=[client_flags],
+        help="list the models, datasets, samplers or pruners the coordinator and its trainers "
+        "offer (this installation's catalogue when no coordinator answers)",
+    )
     ls.add_argument("what", choices=["models", "datasets", "samplers", "pruners"])
     ls.set_defaults(fn=cmd_list)
     return p

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from molhpo.client import MolhpoClient
+from molhpo.contract.errors import FailedPrecondition
 from molhpo.v1 import common_pb2, study_pb2
 
 
@@ -79,51 +80,104 @@ def wait_reason_name(reason: study_pb2.WaitReason.ValueType) -> str:
     return study_pb2.WaitReason.Name(reason).removeprefix("WAIT_REASON_").lower().replace("_", " ")
 
 
-def print_catalogue(what: str, console: Console) -> None:
-    """`molhpo list models|datasets|samplers|pruners`."""
+def print_catalogue(
+    what: str, console: Console, offered: study_pb2.ListCapabilitiesResponse | None = None
+) -> None:
+    """`molhpo list models|datasets|samplers|pruners`: what a coordinator answered
+    (``offered``: its registered trainers' models and data, its samplers and pruners), else, or
+    when no trainer is registered, this installation's catalogue."""
     if what == "models":
-        from molhpo.contract import catalogue
-
-        for fam in catalogue.MODELS.values():
-            t = Table(title=f"{fam.name}: {fam.description}", title_justify="left")
-            t.add_column("hyperparameter")
-            t.add_column("type")
-            t.add_column("default")
-            t.add_column("range / choices")
-            t.add_column("meaning")
-            for hp in (*fam.hyperparameters, *catalogue.TRAINING_HYPERPARAMETERS):
-                rng = (
-                    ", ".join(map(str, hp.choices))
-                    if hp.choices
-                    else f"{hp.low:g}..{hp.high:g}"
-                    if hp.low is not None and hp.high is not None
-                    else ""
-                )
-                t.add_row(hp.name, hp.kind, str(hp.default), rng, hp.help)
-            console.print(t)
-            console.print(f"  features: {fam.featurizer}; paper: {fam.paper}\n")
+        _print_models(console, offered)
     elif what == "datasets":
-        from molhpo.contract import catalogue
-
-        t = Table(title="built-in data sets")
-        for col in ("name", "molecules", "task", "target", "units", "source"):
-            t.add_column(col)
-        for ds in catalogue.DATASETS.values():
-            t.add_row(ds.name, str(ds.size), ds.task, ds.target, ds.units, ds.source)
-        console.print(t)
+        _print_datasets(console, offered)
     else:
+        _print_components(what, console, offered)
+
+
+def _print_models(console: Console, offered: study_pb2.ListCapabilitiesResponse | None) -> None:
+    from molhpo.contract import catalogue
+
+    trainers = list(offered.trainers) if offered is not None else []
+    names = list(offered.models) if offered is not None and trainers else list(catalogue.MODELS)
+    for name in names:
+        fam = catalogue.MODELS.get(name)
+        # a trainer that named no families is given any
+        by = [t.trainer_id for t in trainers if not t.models or name in t.models]
+        where = f" (trainers {', '.join(by)})" if len(by) < len(trainers) else ""
+        if fam is None:
+            console.print(f"{name}{where}: not in this installation's catalogue\n")
+            continue
+        t = Table(title=f"{fam.name}{where}: {fam.description}", title_justify="left")
+        t.add_column("hyperparameter")
+        t.add_column("type")
+        t.add_column("default")
+        t.add_column("range / choices")
+        t.add_column("meaning")
+        for hp in (*fam.hyperparameters, *catalogue.TRAINING_HYPERPARAMETERS):
+            rng = (
+                ", ".join(map(str, hp.choices))
+                if hp.choices
+                else f"{hp.low:g}..{hp.high:g}"
+                if hp.low is not None and hp.high is not None
+                else ""
+            )
+            t.add_row(hp.name, hp.kind, str(hp.default), rng, hp.help)
+        console.print(t)
+        console.print(f"  features: {fam.featurizer}; paper: {fam.paper}\n")
+
+
+def _print_datasets(console: Console, offered: study_pb2.ListCapabilitiesResponse | None) -> None:
+    from molhpo.contract import catalogue
+
+    trainers = list(offered.trainers) if offered is not None else []
+    names = list(offered.datasets) if offered is not None and trainers else list(catalogue.DATASETS)
+    t = Table(title="built-in data sets")
+    for col in ("name", "molecules", "task", "target", "units", "source"):
+        t.add_column(col)
+    for name in names:
+        ds = catalogue.DATASETS.get(name)
+        if ds is None:
+            t.add_row(name, "", "", "", "", "not in this installation's catalogue")
+        else:
+            t.add_row(ds.name, str(ds.size), ds.task, ds.target, ds.units, ds.source)
+    console.print(t)
+    if offered is not None and trainers:
+        formats = ", ".join(offered.file_formats) or "none"
+        console.print(f"your own files (dataset: {{path: ...}}): {formats}")
+
+
+def _print_components(
+    what: str, console: Console, offered: study_pb2.ListCapabilitiesResponse | None
+) -> None:
+    rows: list[tuple[str, str, dict[str, str]]]
+    if offered is not None:
+        infos = offered.samplers if what == "samplers" else offered.pruners
+        rows = [(c.name, c.summary, {o.name: o.type_and_default for o in c.options}) for c in infos]
+    else:
+        rows = _local_components(what)
+    t = Table(title=what)
+    t.add_column("name")
+    t.add_column("what")
+    t.add_column("options (type = default)")
+    for name, summary, opts in rows:
+        t.add_row(name, summary, "\n".join(f"{k}: {v}" for k, v in opts.items()) or "-")
+    console.print(t)
+
+
+def _local_components(what: str) -> list[tuple[str, str, dict[str, str]]]:
+    """This installation's samplers or pruners; they come with the coordinator extra."""
+    try:
         from coordinator.optimizer._options import describe
         from coordinator.optimizer.pruners import PRUNERS
         from coordinator.optimizer.samplers import SAMPLERS
-
-        registry: dict[str, Any] = dict(SAMPLERS if what == "samplers" else PRUNERS)
-        t = Table(title=what)
-        t.add_column("name")
-        t.add_column("what")
-        t.add_column("options (type = default)")
-        for name, summary, opts in describe(registry):
-            t.add_row(name, summary, "\n".join(f"{k}: {v}" for k, v in opts.items()) or "-")
-        console.print(t)
+    except ModuleNotFoundError as err:
+        raise FailedPrecondition(
+            f"no coordinator answered, and this installation cannot list its {what}: "
+            f"{err.name} is missing; install molhpo[coordinator] or give a running "
+            "coordinator's address (--coordinator HOST:PORT)"
+        ) from None
+    registry: dict[str, Any] = dict(SAMPLERS if what == "samplers" else PRUNERS)
+    return describe(registry)
 
 
 def print_study_list(studies: Sequence[study_pb2.StudyInfo], console: Console) -> None:

@@ -12,12 +12,18 @@ from coordinator.optimizer.samplers import SAMPLERS
 from coordinator.settings import CoordinatorSettings
 from molhpo import cli
 from molhpo.contract import catalogue
+from molhpo.local import free_port
 from trainer.settings import TrainerSettings
 
 SERVERS: list[tuple[str, type[BaseModel], str]] = [
     ("coordinator", CoordinatorSettings, "MOLHPO_COORDINATOR_"),
     ("trainer", TrainerSettings, "MOLHPO_TRAINER_"),
 ]
+
+
+# `molhpo list` asks the coordinator first: this address has none, so it lists the catalogue
+# (tests/service/test_list_capabilities.py asks a real one).
+NO_COORDINATOR = ("--coordinator", f"127.0.0.1:{free_port()}")
 
 
 @pytest.fixture(autouse=True)
@@ -147,7 +153,7 @@ def test_settings_env_prefixes_match_the_flag_help() -> None:
 def test_list_models_prints_every_family_and_hyperparameter(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert cli.main(["list", "models"]) == 0
+    assert cli.main(["list", "models", *NO_COORDINATOR]) == 0
     out = capsys.readouterr().out
     for fam in catalogue.MODELS.values():
         assert f"{fam.name}: " in out
@@ -158,7 +164,7 @@ def test_list_models_prints_every_family_and_hyperparameter(
 
 
 def test_list_datasets_prints_every_dataset(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["list", "datasets"]) == 0
+    assert cli.main(["list", "datasets", *NO_COORDINATOR]) == 0
     out = capsys.readouterr().out
     for ds in catalogue.DATASETS.values():
         assert ds.name in out
@@ -166,7 +172,7 @@ def test_list_datasets_prints_every_dataset(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_list_samplers_prints_every_sampler_and_option(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["list", "samplers"]) == 0
+    assert cli.main(["list", "samplers", *NO_COORDINATOR]) == 0
     out = capsys.readouterr().out
     for name, comp in SAMPLERS.items():
         assert name in out
@@ -175,9 +181,30 @@ def test_list_samplers_prints_every_sampler_and_option(capsys: pytest.CaptureFix
 
 
 def test_list_pruners_prints_every_pruner_and_option(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["list", "pruners"]) == 0
+    assert cli.main(["list", "pruners", *NO_COORDINATOR]) == 0
     out = capsys.readouterr().out
     for name, comp in PRUNERS.items():
         assert name in out
         for opt in comp.options.model_fields:
             assert opt in out, (name, opt)
+
+
+@pytest.mark.parametrize("what", ["models", "datasets", "samplers", "pruners"])
+def test_list_without_a_coordinator_says_so_in_one_line(
+    what: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["list", what, *NO_COORDINATOR]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"no coordinator answered at {NO_COORDINATOR[1]} (UNAVAILABLE); "
+        "listing this installation's catalogue"
+    ]
+    assert out.strip()
+
+
+def test_list_finds_the_coordinator_as_other_client_commands_do(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MOLHPO_ADDRESS", NO_COORDINATOR[1])
+    assert cli.main(["list", "datasets"]) == 0
+    assert f"no coordinator answered at {NO_COORDINATOR[1]}" in capsys.readouterr().err
