@@ -600,28 +600,39 @@ def is_active(hp: Hyperparameter, params: Mapping[str, object]) -> bool:
 def _coerce(model: str, hp: Hyperparameter, value: object) -> Value:
     """``value`` converted to ``hp.kind`` and checked against its choices and range."""
     where = f"hyperparameter '{hp.name}' of model '{model}'"
-    result: Value
     if hp.kind == "categorical":
-        choices = hp.choices or ()
-        for choice in choices:
-            # type check first so True does not match 1; strings match by their text ("3" -> 3)
-            if (type(value) is type(choice) and value == choice) or (
-                isinstance(value, str) and value == str(choice)
-            ):
-                return choice
-        raise InvalidArgument(
-            f"{where} is {value!r}, not one of its choices; choose one of: "
-            f"{', '.join(str(c) for c in choices)}"
-        )
+        return _coerce_choice(where, hp, value)
     if hp.kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, numbers.Integral) and int(value) in (0, 1):
-            return bool(int(value))
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
-            return value.strip().lower() in ("true", "1")
-        raise InvalidArgument(f"{where} must be a boolean (true or false), got {value!r}")
-    # int and float
+        return _coerce_bool(where, value)
+    return _coerce_number(where, hp, value)
+
+
+def _coerce_choice(where: str, hp: Hyperparameter, value: object) -> Value:
+    choices = hp.choices or ()
+    for choice in choices:
+        # type check first so True does not match 1; strings match by their text ("3" -> 3)
+        if (type(value) is type(choice) and value == choice) or (
+            isinstance(value, str) and value == str(choice)
+        ):
+            return choice
+    raise InvalidArgument(
+        f"{where} is {value!r}, not one of its choices; choose one of: "
+        f"{', '.join(str(c) for c in choices)}"
+    )
+
+
+def _coerce_bool(where: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral) and int(value) in (0, 1):
+        return bool(int(value))
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise InvalidArgument(f"{where} must be a boolean (true or false), got {value!r}")
+
+
+def _coerce_number(where: str, hp: Hyperparameter, value: object) -> int | float:
+    """An int or float hyperparameter's value, inside its range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real | str):
         raise InvalidArgument(f"{where} must be a number ({hp.kind}), got {value!r}")
     try:
@@ -630,6 +641,7 @@ def _coerce(model: str, hp: Hyperparameter, value: object) -> Value:
         raise InvalidArgument(f"{where} must be a number ({hp.kind}), got {value!r}") from None
     if not math.isfinite(number):
         raise InvalidArgument(f"{where} must be a finite number, got {value!r}")
+    result: int | float
     if hp.kind == "int":
         if not number.is_integer():
             raise InvalidArgument(
