@@ -41,36 +41,49 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        return _rewrap(
+            handler,
+            lambda fn: _unary_with_status(fn, method),
+            lambda fn: _stream_with_status(fn, method),
+        )
 
-        def wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
-            def call(request: Any, context: grpc.ServicerContext) -> Any:
-                try:
-                    return fn(request, context)
-                except MolhpoError as err:
-                    context.abort(err.code, _short(str(err)))
-                except Exception as err:
-                    if _aborted(context):
-                        raise
-                    log.exception("%s failed", method)
-                    context.abort(status_code_of(err), f"internal error: {type(err).__name__}")
 
-            return call
+def _unary_with_status(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+    """A unary handler whose errors become status codes (see :class:`ErrorInterceptor`)."""
 
-        def wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
-            def call(request: Any, context: grpc.ServicerContext) -> Any:
-                try:
-                    yield from fn(request, context)
-                except MolhpoError as err:
-                    context.abort(err.code, _short(str(err)))
-                except Exception as err:
-                    if _aborted(context):
-                        raise
-                    log.exception("%s failed", method)
-                    context.abort(status_code_of(err), f"internal error: {type(err).__name__}")
+    def call(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(request, context)
+        except MolhpoError as err:
+            context.abort(err.code, _short(str(err)))
+        except Exception as err:
+            if _aborted(context):
+                raise
+            _abort_internal(context, method, err)
 
-            return call
+    return call
 
-        return _rewrap(handler, wrap_unary, wrap_stream)
+
+def _stream_with_status(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+    """A server-streaming handler whose errors become status codes."""
+
+    def call(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            yield from fn(request, context)
+        except MolhpoError as err:
+            context.abort(err.code, _short(str(err)))
+        except Exception as err:
+            if _aborted(context):
+                raise
+            _abort_internal(context, method, err)
+
+    return call
+
+
+def _abort_internal(context: grpc.ServicerContext, method: str, err: Exception) -> None:
+    """Log an unexpected error with its traceback; the caller sees only its type."""
+    log.exception("%s failed", method)
+    context.abort(status_code_of(err), f"internal error: {type(err).__name__}")
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):
