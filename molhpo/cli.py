@@ -10,6 +10,7 @@ coordinator from ``--coordinator``, else ``$MOLHPO_ADDRESS``, else the local sta
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -24,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from molhpo import report, startup_checks
-from molhpo.contract.errors import InvalidArgument, MolhpoError
+from molhpo.contract.errors import FailedPrecondition, InvalidArgument, MolhpoError
 
 if TYPE_CHECKING:
     from molhpo.client import MolhpoClient
@@ -155,12 +156,45 @@ def _logging(level: str = "INFO") -> None:
 # ---- commands --------------------------------------------------------------------------------
 
 
+_OWN_PACKAGES = {"molhpo", "coordinator", "trainer", "storage"}
+# What `molhpo up` and `molhpo demo` start needs, looked up (not imported) before any child runs.
+_STACK_PACKAGES = ("optuna", "redis", "torch", "torch_geometric")
+
+
+def missing_extra(extras: str, missing: str) -> FailedPrecondition:
+    """One line for a command whose install extra is missing: the package and what to
+    install."""
+    return FailedPrecondition(
+        f"this needs molhpo[{extras}]: {missing} is not installed; "
+        f"pip install 'molhpo[{extras}]' (-c constraints.txt for the tested versions)"
+    )
+
+
+def _missing_package(err: ModuleNotFoundError) -> str:
+    """The missing package of an import error; molhpo's own modules missing are no install
+    problem and are raised as they are."""
+    top = (err.name or "").split(".")[0]
+    if top in _OWN_PACKAGES:
+        raise err
+    return top
+
+
+def check_stack_installed() -> None:
+    """FailedPrecondition naming the first package of both services' extras not installed."""
+    for module in _STACK_PACKAGES:
+        if importlib.util.find_spec(module) is None:
+            raise missing_extra("coordinator,trainer", module)
+
+
 def cmd_coordinator(args: argparse.Namespace) -> int:
     from coordinator.settings import CoordinatorSettings
 
     # Settings first: a bad value is refused before the service's heavy imports.
     settings = _settings(CoordinatorSettings, args)
-    from coordinator.server import serve
+    try:
+        from coordinator.server import serve
+    except ModuleNotFoundError as err:
+        raise missing_extra("coordinator", _missing_package(err)) from None
 
     _logging()
     serve(settings)
@@ -171,7 +205,10 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from trainer.settings import TrainerSettings
 
     settings = _settings(TrainerSettings, args)
-    from trainer.server import serve
+    try:
+        from trainer.server import serve
+    except ModuleNotFoundError as err:
+        raise missing_extra("trainer", _missing_package(err)) from None
 
     _logging()
     serve(settings)
@@ -181,6 +218,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
 def check_up_flags(args: argparse.Namespace) -> None:
     """``molhpo up``'s flags checked before any process starts, so a bad one fails with one
     line naming the flag, the value and the fix instead of a child's log."""
+    check_stack_installed()
     from storage.redis_conn import check_reachable, connect
     from storage.study_store import check_storage
 
@@ -254,6 +292,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    check_stack_installed()
     from molhpo.demo import run_demo
 
     return run_demo(Path(args.study), Path(args.state_dir), args.trainers)
