@@ -110,54 +110,63 @@ def _bool(v: Any, where: str) -> bool:
 def _param(name: str, d: Any, where: str) -> common_pb2.ParamSpec:
     if not isinstance(d, Mapping):
         raise InvalidArgument(f"{where}: must be a mapping with 'type' and its bounds or choices")
-    kind = d.get("type")
     allowed = {"type", "low", "high", "step", "log", "choices", "condition", "name"}
     extra = set(d) - allowed
     if extra:
         raise InvalidArgument(f"{where}: unknown keys {sorted(extra)}; allowed: {sorted(allowed)}")
     p = common_pb2.ParamSpec(name=name)
+    kind = d.get("type")
     try:
-        if kind == "int":
-            p.int.CopyFrom(
-                common_pb2.IntDistribution(
-                    low=_int(d["low"], f"{where}.low"),
-                    high=_int(d["high"], f"{where}.high"),
-                    step=_int(d.get("step", 0), f"{where}.step"),
-                    log=_bool(d.get("log", False), f"{where}.log"),
-                )
-            )
-        elif kind == "float":
-            p.float.CopyFrom(
-                common_pb2.FloatDistribution(
-                    low=_float(d["low"], f"{where}.low"),
-                    high=_float(d["high"], f"{where}.high"),
-                    step=_float(d.get("step", 0.0), f"{where}.step"),
-                    log=_bool(d.get("log", False), f"{where}.log"),
-                )
-            )
-        elif kind == "categorical":
-            choices = d.get("choices")
-            if not isinstance(choices, list):
-                raise InvalidArgument(f"{where}.choices: must be a list")
-            p.categorical.choices.extend(_value(c, f"{where}.choices") for c in choices)
-        else:
-            raise InvalidArgument(
-                f"{where}.type: {kind!r} is not a parameter type; use int, float or categorical"
-            )
+        _distribution(p, kind, d, where)
     except KeyError as err:
         raise InvalidArgument(f"{where}: {err.args[0]!r} is required for type {kind}") from None
     except (TypeError, ValueError) as err:
         raise InvalidArgument(f"{where}: {err}") from None
     cond = d.get("condition")
     if cond is not None:
-        if not isinstance(cond, Mapping) or "parent" not in cond:
-            raise InvalidArgument(f"{where}.condition: must be {{parent: NAME, values: [...]}}")
-        values = cond.get("values", [])
-        if not isinstance(values, list):
-            values = [values]
-        p.condition.parent = str(cond["parent"])
-        p.condition.values.extend(_value(v, f"{where}.condition.values") for v in values)
+        _condition(p, cond, where)
     return p
+
+
+def _distribution(p: common_pb2.ParamSpec, kind: Any, d: Mapping[str, Any], where: str) -> None:
+    """Set ``p``'s distribution of type ``kind`` from the file's mapping ``d``."""
+    if kind == "int":
+        p.int.CopyFrom(
+            common_pb2.IntDistribution(
+                low=_int(d["low"], f"{where}.low"),
+                high=_int(d["high"], f"{where}.high"),
+                step=_int(d.get("step", 0), f"{where}.step"),
+                log=_bool(d.get("log", False), f"{where}.log"),
+            )
+        )
+    elif kind == "float":
+        p.float.CopyFrom(
+            common_pb2.FloatDistribution(
+                low=_float(d["low"], f"{where}.low"),
+                high=_float(d["high"], f"{where}.high"),
+                step=_float(d.get("step", 0.0), f"{where}.step"),
+                log=_bool(d.get("log", False), f"{where}.log"),
+            )
+        )
+    elif kind == "categorical":
+        choices = d.get("choices")
+        if not isinstance(choices, list):
+            raise InvalidArgument(f"{where}.choices: must be a list")
+        p.categorical.choices.extend(_value(c, f"{where}.choices") for c in choices)
+    else:
+        raise InvalidArgument(
+            f"{where}.type: {kind!r} is not a parameter type; use int, float or categorical"
+        )
+
+
+def _condition(p: common_pb2.ParamSpec, cond: Any, where: str) -> None:
+    if not isinstance(cond, Mapping) or "parent" not in cond:
+        raise InvalidArgument(f"{where}.condition: must be {{parent: NAME, values: [...]}}")
+    values = cond.get("values", [])
+    if not isinstance(values, list):
+        values = [values]
+    p.condition.parent = str(cond["parent"])
+    p.condition.values.extend(_value(v, f"{where}.condition.values") for v in values)
 
 
 def from_dict(data: Mapping[str, Any]) -> study_pb2.StartStudyRequest:
@@ -173,18 +182,7 @@ def from_dict(data: Mapping[str, Any]) -> study_pb2.StartStudyRequest:
         json_format.ParseDict(body, req)
     except json_format.ParseError as err:
         raise InvalidArgument(f"study: {err}") from None
-    space = data.get("search_space") or {}
-    if isinstance(space, Mapping):
-        items = list(space.items())
-    elif isinstance(space, list):
-        items = []
-        for i, entry in enumerate(space):
-            if not isinstance(entry, Mapping) or "name" not in entry:
-                raise InvalidArgument(f"search_space[{i}]: must be a mapping with a name")
-            items.append((str(entry["name"]), entry))
-    else:
-        raise InvalidArgument("search_space: must be a mapping of name -> distribution")
-    for name, d in items:
+    for name, d in _space_items(data.get("search_space") or {}):
         req.search_space.params.append(_param(str(name), d, f"search_space.{name}"))
     objective = data.get("objective")
     if objective is not None:
@@ -196,6 +194,20 @@ def from_dict(data: Mapping[str, Any]) -> study_pb2.StartStudyRequest:
         for i, o in enumerate(objectives):
             _objective(o, f"objectives[{i}]", req.objectives.add())
     return req
+
+
+def _space_items(space: Any) -> list[tuple[Any, Any]]:
+    """The search space's (name, distribution) pairs, written as a mapping or as a list."""
+    if isinstance(space, Mapping):
+        return list(space.items())
+    if not isinstance(space, list):
+        raise InvalidArgument("search_space: must be a mapping of name -> distribution")
+    items: list[tuple[Any, Any]] = []
+    for i, entry in enumerate(space):
+        if not isinstance(entry, Mapping) or "name" not in entry:
+            raise InvalidArgument(f"search_space[{i}]: must be a mapping with a name")
+        items.append((str(entry["name"]), entry))
+    return items
 
 
 def _objective(objective: Any, where: str, out: common_pb2.Objective) -> None:
