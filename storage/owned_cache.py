@@ -40,6 +40,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import dataclasses
 import datetime
 import functools
 import logging
@@ -77,6 +78,16 @@ _MISSING = object()
 _Item = tuple[Callable[..., Any] | None, tuple[Any, ...]]
 """A queued write (the function and its arguments, the trial id first), or a callback
 (None and a one-tuple holding the callback)."""
+
+
+@dataclasses.dataclass
+class _Tries:
+    """The writer's count of tries of the write at the queue's head, and its next delay."""
+
+    tries: int = 0
+    backoff: float = _FIRST_BACKOFF_S
+    # when the last stall alarm was logged (monotonic; 0: not during this stall)
+    alarmed: float = 0.0
 
 
 class Hold:
@@ -193,9 +204,7 @@ class OwnedStudyStorage(_CachedStorage):
             self._cv.notify_all()
 
     def _write_loop(self) -> None:
-        tries = 0
-        backoff = _FIRST_BACKOFF_S
-        alarmed = 0.0
+        head = _Tries()
         while True:
             with self._cv:
                 self._cv.wait_for(lambda: self._queue or self._closed)
@@ -203,75 +212,101 @@ class OwnedStudyStorage(_CachedStorage):
                     return
                 write, args = self._queue[0]
                 self._busy = True
-            failure: Exception | None = None
-            try:
-                if write is None:
-                    args[0]()
-                else:
-                    write(self, *args)
-            except UpdateFinishedTrialError as err:
-                # The trial ended meanwhile by another path (e.g. its lease ran out): its end
-                # is stored, and the store refuses changes to an ended trial.
-                log.info("dropped a queued write: %s", err)
-            except Exception as err:  # judged below: retried, held or given up, never skipped
-                failure = err
+            failure = self._run_write(write, args)
             if failure is not None and write is None:
                 # A callback (an acknowledgement) handles its own errors; one that still fails
                 # is not run again: what it would have acknowledged comes back instead.
                 log.error("a callback after store writes failed: %s", _why(failure))
             elif failure is not None and write is not None:
-                tries += 1
-                transient = _is_transient(failure)
-                if transient or tries < self._max_tries:
-                    now = time.monotonic()
-                    if transient and self._stalled_since is None:
-                        self._stalled_since = now
-                    stalled = 0.0 if self._stalled_since is None else now - self._stalled_since
-                    if stalled >= STALL_ALARM_S and now - alarmed >= STALL_ALARM_S:
-                        alarmed = now
-                        log.error(
-                            "the study store has taken no write for %.0fs (%d waiting; no "
-                            "report is acknowledged meanwhile): %s",
-                            stalled,
-                            len(self._queue),
-                            _why(failure),
-                        )
-                    else:
-                        log.warning(
-                            "store write (%s) failed (%s); try %d, again in %.1fs",
-                            _describe(write, args),
-                            _why(failure),
-                            tries,
-                            backoff,
-                        )
-                    with self._cv:
-                        self._busy = False
-                        self._cv.notify_all()
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
-                    continue
-                if write is OwnedStudyStorage._record_failure:
-                    # Even the failure cannot be stored: nothing more can be done here.
-                    log.error(
-                        "could not record the failure of trial id %d in the store (%s): %s",
-                        args[0],
-                        _why(failure),
-                        args[1],
-                    )
-                    self._tell_lost(args[0], args[1])
-                else:
-                    self._give_up(write, args, failure, tries)
-                    tries, backoff = 0, _FIRST_BACKOFF_S
-                    continue  # the new head records the failure
+                if self._write_failed(write, args, failure, head):
+                    continue  # the head is tried again, or replaced by its trial's failure
             elif write is OwnedStudyStorage._record_failure:
                 self._tell_lost(args[0], args[1])
-            tries, backoff = 0, _FIRST_BACKOFF_S
+            head = _Tries()
             self._stalled_since = None
-            alarmed = 0.0
             with self._cv:
                 self._queue.popleft()
                 self._busy = False
                 self._cv.notify_all()
+
+    def _run_write(
+        self, write: Callable[..., Any] | None, args: tuple[Any, ...]
+    ) -> Exception | None:
+        """Run the queued write (or callback) at the head; the error it raised, if any."""
+        try:
+            if write is None:
+                args[0]()
+            else:
+                write(self, *args)
+        except UpdateFinishedTrialError as err:
+            # The trial ended meanwhile by another path (e.g. its lease ran out): its end
+            # is stored, and the store refuses changes to an ended trial.
+            log.info("dropped a queued write: %s", err)
+        except Exception as err:  # judged by the caller: retried, held or given up, never skipped
+            return err
+        return None
+
+    def _write_failed(
+        self, write: Callable[..., Any], args: tuple[Any, ...], failure: Exception, head: _Tries
+    ) -> bool:
+        """Judge a failed write: True when it stays at the head (to be tried again, or
+        replaced by the record of its trial's failure), False when it is done with."""
+        head.tries += 1
+        transient = _is_transient(failure)
+        if transient or head.tries < self._max_tries:
+            self._wait_to_retry(write, args, failure, head, transient=transient)
+            return True
+        if write is OwnedStudyStorage._record_failure:
+            # Even the failure cannot be stored: nothing more can be done here.
+            log.error(
+                "could not record the failure of trial id %d in the store (%s): %s",
+                args[0],
+                _why(failure),
+                args[1],
+            )
+            self._tell_lost(args[0], args[1])
+            return False
+        self._give_up(write, args, failure, head.tries)
+        head.tries, head.backoff = 0, _FIRST_BACKOFF_S
+        return True
+
+    def _wait_to_retry(
+        self,
+        write: Callable[..., Any],
+        args: tuple[Any, ...],
+        failure: Exception,
+        head: _Tries,
+        *,
+        transient: bool,
+    ) -> None:
+        """Log the failure (an alarm once the store has been away STALL_ALARM_S), then sleep
+        the backoff with the writer marked idle."""
+        now = time.monotonic()
+        if transient and self._stalled_since is None:
+            self._stalled_since = now
+        stalled = 0.0 if self._stalled_since is None else now - self._stalled_since
+        if stalled >= STALL_ALARM_S and now - head.alarmed >= STALL_ALARM_S:
+            head.alarmed = now
+            log.error(
+                "the study store has taken no write for %.0fs (%d waiting; no "
+                "report is acknowledged meanwhile): %s",
+                stalled,
+                len(self._queue),
+                _why(failure),
+            )
+        else:
+            log.warning(
+                "store write (%s) failed (%s); try %d, again in %.1fs",
+                _describe(write, args),
+                _why(failure),
+                head.tries,
+                head.backoff,
+            )
+        with self._cv:
+            self._busy = False
+            self._cv.notify_all()
+        time.sleep(head.backoff)
+        head.backoff = min(head.backoff * 2, _MAX_BACKOFF_S)
 
     def _give_up(
         self, write: Callable[..., Any], args: tuple[Any, ...], err: Exception, tries: int
