@@ -244,8 +244,8 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
         connect(settings.redis_url),
         RedisKeys(settings.key_prefix),
         metrics,
-        tuple(str(p) for p in settings.dataset_root_paths),
-        ArtifactStore(artifact_root) if artifact_root else None,
+        dataset_roots=tuple(str(p) for p in settings.dataset_root_paths),
+        artifacts=ArtifactStore(artifact_root) if artifact_root else None,
         device=device,
     )
     metrics.registry.register(BusyCollector(worker.busy_seconds))

@@ -7,6 +7,7 @@ another epoch. It never decides anything itself.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -55,6 +56,8 @@ class _Running:
     cancel_class: str = FailureClass.CANCELLED
     thread: threading.Thread | None = None
     started: float = field(default_factory=time.monotonic)
+    # the coordinator decided to prune it (its last epoch report's answer)
+    pruned: bool = False
 
 
 class TrialWorker:
@@ -68,9 +71,9 @@ class TrialWorker:
         redis_client: redis.Redis,
         keys: RedisKeys,
         metrics: TrainerMetrics,
+        *,
         dataset_roots: tuple[str, ...] = (),
         artifacts: ArtifactStore | None = None,
-        *,
         device: str,
     ) -> None:
         self.device = device
@@ -186,69 +189,8 @@ class TrialWorker:
     # ---- one trial -------------------------------------------------------------------------
 
     def _run(self, run: _Running) -> None:
-        spec = run.spec
         t0 = time.perf_counter()
-        pruned = False
-
-        def on_epoch(ep: EpochResult) -> bool:
-            nonlocal pruned
-            self._metrics.epochs.inc()
-            self._metrics.samples.inc(ep.samples)
-            self._metrics.epoch_seconds.observe(ep.seconds)
-            self._publish(spec, epoch=epoch_to_proto(ep))
-            if spec.decision_timeout_seconds > 0:
-                decision = self._await_decision(spec, ep.step)
-                if decision is Decision.PRUNE:
-                    pruned = True
-                    return False
-            return not run.cancel.is_set()
-
-        try:
-            config = config_from_spec(spec, self._dataset_roots, self.device)
-            sink, resume = self._stores(spec, config.objective_direction)
-            result = train(config, on_epoch, sink, resume)
-            if resume is not None and not run.cancel.is_set():
-                resume.clear()
-            if run.cancel.is_set() and not pruned:
-                body = common_pb2.TrialResult(
-                    state=common_pb2.TRIAL_STATE_FAIL,
-                    epochs_trained=result.epochs_trained,
-                    failure_class=run.cancel_class,
-                    failure_reason=run.cancel_reason,
-                    seconds=result.seconds,
-                )
-            else:
-                best = sink.best_path if sink is not None else None
-                body = result_to_proto(
-                    result, pruned, str(best) if best else "", spec.return_test_predictions
-                )
-                if best is not None and result.test_targets:
-                    _write_predictions(best.parent / "test_predictions.json", result)
-        except TrainingError as err:
-            body = common_pb2.TrialResult(
-                state=common_pb2.TRIAL_STATE_FAIL,
-                failure_class=err.failure_class,
-                failure_reason=str(err),
-            )
-        except MolhpoError as err:
-            body = common_pb2.TrialResult(
-                state=common_pb2.TRIAL_STATE_FAIL,
-                failure_class=FailureClass.INVALID_CONFIG,
-                failure_reason=str(err),
-            )
-        except (torch.OutOfMemoryError, MemoryError) as err:  # where train() did not class it
-            body = common_pb2.TrialResult(
-                state=common_pb2.TRIAL_STATE_FAIL,
-                failure_class=FailureClass.OUT_OF_MEMORY,
-                failure_reason=f"out of memory on {self.device}: {err}",
-            )
-        except Exception as err:  # a bug: recorded, never silently lost
-            log.exception("trial %d failed", spec.trial_number)
-            body = common_pb2.TrialResult(
-                state=common_pb2.TRIAL_STATE_FAIL,
-                failure_class=FailureClass.ERROR,
-                failure_reason=f"{type(err).__name__}: {err}",
-            )
+        body = self._outcome(run)
         if body.state == common_pb2.TRIAL_STATE_FAIL:
             release_cached_memory(self.device)
         body.seconds = body.seconds or (time.perf_counter() - t0)
@@ -256,12 +198,64 @@ class TrialWorker:
         self._metrics.trials.labels(
             common_pb2.TrialState.Name(body.state).removeprefix("TRIAL_STATE_").lower()
         ).inc()
-        self._publish_result(spec, body)
+        self._publish_result(run.spec, body)
         with self._lock:
-            self._running.pop(spec.trial_id, None)
+            self._running.pop(run.spec.trial_id, None)
             self._busy_done_s += time.monotonic() - run.started
             busy = len(self._running)
         self._metrics.busy_slots.set(busy)
+
+    def _outcome(self, run: _Running) -> common_pb2.TrialResult:
+        """Train the trial: its result, or its failure with the failure's class."""
+        try:
+            return self._train(run)
+        except TrainingError as err:
+            return _failure(err.failure_class, str(err))
+        except MolhpoError as err:
+            return _failure(FailureClass.INVALID_CONFIG, str(err))
+        except (torch.OutOfMemoryError, MemoryError) as err:  # where train() did not class it
+            return _failure(FailureClass.OUT_OF_MEMORY, f"out of memory on {self.device}: {err}")
+        except Exception as err:  # a bug: recorded, never silently lost
+            log.exception("trial %d failed", run.spec.trial_number)
+            return _failure(FailureClass.ERROR, f"{type(err).__name__}: {err}")
+
+    def _train(self, run: _Running) -> common_pb2.TrialResult:
+        spec = run.spec
+        config = config_from_spec(spec, self._dataset_roots, self.device)
+        sink, resume = self._stores(spec, config.objective_direction)
+        result = train(config, functools.partial(self._on_epoch, run), sink, resume)
+        if resume is not None and not run.cancel.is_set():
+            resume.clear()
+        if run.cancel.is_set() and not run.pruned:
+            return common_pb2.TrialResult(
+                state=common_pb2.TRIAL_STATE_FAIL,
+                epochs_trained=result.epochs_trained,
+                failure_class=run.cancel_class,
+                failure_reason=run.cancel_reason,
+                seconds=result.seconds,
+            )
+        best = sink.best_path if sink is not None else None
+        body = result_to_proto(
+            result, run.pruned, str(best) if best else "", spec.return_test_predictions
+        )
+        if best is not None and result.test_targets:
+            _write_predictions(best.parent / "test_predictions.json", result)
+        return body
+
+    def _on_epoch(self, run: _Running, ep: EpochResult) -> bool:
+        """Report the epoch and wait for the coordinator's decision on it; False: stop (pruned
+        or cancelled)."""
+        spec = run.spec
+        self._metrics.epochs.inc()
+        self._metrics.samples.inc(ep.samples)
+        self._metrics.epoch_seconds.observe(ep.seconds)
+        self._publish(spec, epoch=epoch_to_proto(ep))
+        if spec.decision_timeout_seconds > 0:
+            decision = self._await_decision(spec, ep.step)
+            if decision is Decision.PRUNE:
+                run.pruned = True
+                return False
+        return not run.cancel.is_set()
 
     def _stores(
         self, spec: common_pb2.TrialSpec, direction: str
@@ -318,6 +312,12 @@ class TrialWorker:
         except redis.RedisError as err:
             log.warning("no decision for trial %d step %d: %s", spec.trial_number, step, err)
             return None
+
+
+def _failure(failure_class: str, reason: str) -> common_pb2.TrialResult:
+    return common_pb2.TrialResult(
+        state=common_pb2.TRIAL_STATE_FAIL, failure_class=failure_class, failure_reason=reason
+    )
 
 
 def _write_predictions(path: Path, result: TrainResult) -> None:
