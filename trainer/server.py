@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,8 +220,6 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
     Every TLS file is read here, once: a bad path fails before anything runs. The device is
     resolved here, once, and handed to the worker (trials) and the servicer (predictions).
     """
-    import torch
-
     device = resolve_device(settings.device)
     cap_device_memory(device, settings.gpu_memory_fraction)
     credentials = security.server_credentials(
@@ -230,24 +229,9 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
     coordinator_tls = security.ClientTLS.from_paths(
         settings.tls_ca, settings.tls_client_cert, settings.tls_client_key, settings.tls_server_name
     )
-
-    # The pod's CPU limit (cgroup quota), not the node's cores, bounds the threads worth having.
-    threads = threads_per_slot(settings.torch_threads, settings.slots, usable_cpus())
-    torch.set_num_threads(threads)
-    set_disk_cache(Path(settings.cache_dir) if settings.cache_dir else None)
-    trainer_id = settings.trainer_id or f"{socket.gethostname()}-{os.getpid()}"
     metrics = TrainerMetrics(settings.slots)
     artifact_root = Path(settings.artifact_dir).resolve() if settings.artifact_dir else None
-    worker = TrialWorker(
-        trainer_id,
-        settings.slots,
-        connect(settings.redis_url),
-        RedisKeys(settings.key_prefix),
-        metrics,
-        dataset_roots=tuple(str(p) for p in settings.dataset_root_paths),
-        artifacts=ArtifactStore(artifact_root) if artifact_root else None,
-        device=device,
-    )
+    worker = _make_worker(settings, device, metrics, artifact_root)
     metrics.registry.register(BusyCollector(worker.busy_seconds))
     metrics.registry.register(
         GpuCollector(
@@ -263,31 +247,9 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
         ],
         max_message_bytes=settings.max_message_bytes,
     )
-    try:
-        port = grpc_util.bind(server, settings.listen, credentials)
-    except (OSError, RuntimeError) as err:
-        raise startup_checks.setting_error(
-            TrainerSettings,
-            "listen",
-            settings.listen,
-            f"cannot listen there ({err}); choose a free port on an address of this machine",
-        ) from None
+    port = _bind(server, settings, credentials)
     address = settings.advertise or f"{settings.listen.rsplit(':', 1)[0]}:{port}"
-    device_in_words = describe_device(device)
-
-    def info() -> trainer_pb2.TrainerInfo:
-        return trainer_pb2.TrainerInfo(
-            trainer_id=trainer_id,
-            address=address,
-            slots=settings.slots,
-            busy_slots=worker.busy(),
-            device=device_in_words,
-            running_trial_ids=worker.running_ids(),
-            models=sorted(catalogue.MODELS),
-            datasets=sorted(catalogue.DATASETS),
-            file_formats=list(USER_FORMATS),
-        )
-
+    info = _info_source(worker, address, device)
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
         TrainerServicer(worker, info, artifact_root, device=device), server
     )
@@ -301,6 +263,66 @@ def make_server(settings: TrainerSettings) -> TrainerServer:
     return TrainerServer(
         server, port, address, worker, membership, health_servicer, metrics, settings, device
     )
+
+
+def _make_worker(
+    settings: TrainerSettings, device: str, metrics: TrainerMetrics, artifact_root: Path | None
+) -> TrialWorker:
+    """The trial worker, with torch's threads and the feature cache set for its slots."""
+    import torch
+
+    # The pod's CPU limit (cgroup quota), not the node's cores, bounds the threads worth having.
+    threads = threads_per_slot(settings.torch_threads, settings.slots, usable_cpus())
+    torch.set_num_threads(threads)
+    set_disk_cache(Path(settings.cache_dir) if settings.cache_dir else None)
+    trainer_id = settings.trainer_id or f"{socket.gethostname()}-{os.getpid()}"
+    return TrialWorker(
+        trainer_id,
+        settings.slots,
+        connect(settings.redis_url),
+        RedisKeys(settings.key_prefix),
+        metrics,
+        dataset_roots=tuple(str(p) for p in settings.dataset_root_paths),
+        artifacts=ArtifactStore(artifact_root) if artifact_root else None,
+        device=device,
+    )
+
+
+def _bind(
+    server: grpc.Server, settings: TrainerSettings, credentials: grpc.ServerCredentials | None
+) -> int:
+    """Listen on ``settings.listen``; the port bound (a free one for port 0)."""
+    try:
+        return grpc_util.bind(server, settings.listen, credentials)
+    except (OSError, RuntimeError) as err:
+        raise startup_checks.setting_error(
+            TrainerSettings,
+            "listen",
+            settings.listen,
+            f"cannot listen there ({err}); choose a free port on an address of this machine",
+        ) from None
+
+
+def _info_source(
+    worker: TrialWorker, address: str, device: str
+) -> Callable[[], trainer_pb2.TrainerInfo]:
+    """What the trainer tells the coordinator about itself, read afresh at each call."""
+    device_in_words = describe_device(device)
+
+    def info() -> trainer_pb2.TrainerInfo:
+        return trainer_pb2.TrainerInfo(
+            trainer_id=worker.trainer_id,
+            address=address,
+            slots=worker.slots,
+            busy_slots=worker.busy(),
+            device=device_in_words,
+            running_trial_ids=worker.running_ids(),
+            models=sorted(catalogue.MODELS),
+            datasets=sorted(catalogue.DATASETS),
+            file_formats=list(USER_FORMATS),
+        )
+
+    return info
 
 
 def serve(settings: TrainerSettings) -> None:
