@@ -501,11 +501,25 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from coordinator.settings import CoordinatorSettings
-    from trainer.settings import TrainerSettings
-
     p = argparse.ArgumentParser(prog="molhpo", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    _add_service_commands(sub)
+    _add_local_commands(sub)
+    client_flags = _client_flags()
+    _add_study_commands(sub, client_flags)
+    _add_race_commands(sub, client_flags)
+    _add_result_commands(sub, client_flags)
+    _add_list_command(sub, client_flags)
+    return p
+
+
+_Commands = argparse._SubParsersAction  # the subcommands of one parser
+
+
+def _add_service_commands(sub: _Commands[argparse.ArgumentParser]) -> None:
+    """``coordinator`` and ``trainer``: a flag for every setting of the service."""
+    from coordinator.settings import CoordinatorSettings
+    from trainer.settings import TrainerSettings
 
     c = sub.add_parser("coordinator", help="run the coordinator service")
     _add_settings_flags(c, CoordinatorSettings, "MOLHPO_COORDINATOR_")
@@ -515,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(t, TrainerSettings, "MOLHPO_TRAINER_")
     t.set_defaults(fn=cmd_trainer)
 
+
+def _add_local_commands(sub: _Commands[argparse.ArgumentParser]) -> None:
+    """``up`` and ``demo``: the whole stack on this machine."""
     u = sub.add_parser("up", help="run redis-server, a coordinator and trainers locally")
     u.add_argument("--trainers", type=int, default=2, help="trainer processes [default 2]")
     u.add_argument("--slots", type=int, default=1, help="trial slots per trainer [default 1]")
@@ -530,8 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--trainers", type=int, default=2, help="trainer processes [default 2]")
     d.set_defaults(fn=cmd_demo)
 
-    s = sub.add_parser("study", help="start, list, show or stop studies")
-    ssub = s.add_subparsers(dest="study_command", required=True)
+
+def _client_flags() -> argparse.ArgumentParser:
+    """The flags of every command that calls a coordinator: its address, token and TLS."""
     client_flags = argparse.ArgumentParser(add_help=False)
     client_flags.add_argument(
         "--coordinator",
@@ -570,6 +588,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="name to check the coordinator's certificate against (default: the address's "
         "host) [env MOLHPO_TLS_SERVER_NAME]",
     )
+    return client_flags
+
+
+def _add_study_commands(
+    sub: _Commands[argparse.ArgumentParser], client_flags: argparse.ArgumentParser
+) -> None:
+    """``study start|list|show|stop|resume|delete``, then the studies made from a study."""
+    s = sub.add_parser("study", help="start, list, show or stop studies")
+    ssub = s.add_subparsers(dest="study_command", required=True)
     st = ssub.add_parser("start", parents=[client_flags], help="start a study from a YAML file")
     st.add_argument("file")
     st.add_argument("--name", default=None, help="override the study name")
@@ -598,6 +625,13 @@ def build_parser() -> argparse.ArgumentParser:
     sd = ssub.add_parser("delete", parents=[client_flags], help="delete a study")
     sd.add_argument("name")
     sd.set_defaults(fn=cmd_study_delete)
+    _add_derived_study_commands(ssub, client_flags)
+
+
+def _add_derived_study_commands(
+    ssub: _Commands[argparse.ArgumentParser], client_flags: argparse.ArgumentParser
+) -> None:
+    """``study refine`` and ``study evaluate``: new studies from a study's best trials."""
     sf = ssub.add_parser("refine", parents=[client_flags], help="search close to a study's best")
     sf.add_argument("parent")
     sf.add_argument("--name", default=None)
@@ -616,6 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--watch", action="store_true")
     se.set_defaults(fn=cmd_study_evaluate)
 
+
+def _add_race_commands(
+    sub: _Commands[argparse.ArgumentParser], client_flags: argparse.ArgumentParser
+) -> None:
+    """``race start|show``."""
     rc = sub.add_parser("race", help="compare algorithm set-ups on one workload")
     rsub = rc.add_subparsers(dest="race_command", required=True)
     rs = rsub.add_parser("start", parents=[client_flags], help="start a race from a YAML file")
@@ -626,6 +665,11 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("name")
     rw.set_defaults(fn=cmd_race_show)
 
+
+def _add_result_commands(
+    sub: _Commands[argparse.ArgumentParser], client_flags: argparse.ArgumentParser
+) -> None:
+    """``report`` and ``predict``: what a study's trials give."""
     rp = sub.add_parser("report", parents=[client_flags], help="write a study's report")
     rp.add_argument("name")
     rp.add_argument("--out", default=None, help="folder [default reports/NAME]")
@@ -638,6 +682,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, default=1, help="average the k best models")
     pr.set_defaults(fn=cmd_predict)
 
+
+def _add_list_command(
+    sub: _Commands[argparse.ArgumentParser], client_flags: argparse.ArgumentParser
+) -> None:
+    """``list``: what the running stack (or this installation) offers."""
     ls = sub.add_parser(
         "list",
         parents=[client_flags],
@@ -646,7 +695,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("what", choices=["models", "datasets", "samplers", "pruners"])
     ls.set_defaults(fn=cmd_list)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
