@@ -384,7 +384,11 @@ def cmd_study_refine(args: argparse.Namespace) -> int:
 def cmd_study_evaluate(args: argparse.Namespace) -> int:
     with open_client(args) as c:
         info = c.evaluate_study(
-            args.name, args.top_k, args.seeds, args.skip_default, args.max_epochs
+            args.name,
+            top_k=args.top_k,
+            seeds=args.seeds,
+            skip_default=args.skip_default,
+            max_epochs=args.max_epochs,
         )
         console.print(f"evaluation study {info.name} started")
         if args.watch:

@@ -149,6 +149,7 @@ class MolhpoClient:
     def evaluate_study(
         self,
         name: str,
+        *,
         top_k: int = 0,
         seeds: int = 0,
         skip_default: bool = False,
