@@ -25,6 +25,8 @@ from molhpo.cpus import threads_per_slot, usable_cpus
 
 STACK_FILE = "stack.json"
 _START_TIMEOUT_S = 120.0
+# The services run as `python -m molhpo ...` with this interpreter.
+_MOLHPO = (sys.executable, "-m", "molhpo")
 
 
 def find_redis_server() -> str:
@@ -131,32 +133,59 @@ class LocalStack:
 
     def _start(self) -> None:
         if not self.redis_url:
-            port = free_port()
-            rdir = self.state_dir / "redis"
-            rdir.mkdir(exist_ok=True)
-            self._spawn(
-                "redis",
-                [
-                    find_redis_server(),
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(rdir),
-                ],
+            self._start_redis()
+        self._start_coordinator()
+        started = []
+        # One machine: share its cores among every trial slot, so torch never oversubscribes.
+        threads = threads_per_slot(0, self.n_trainers * self.slots, usable_cpus())
+        for i in range(self.n_trainers):
+            started.append(self._spawn(f"trainer-{i}", self._trainer_command(i, threads)))
+        for proc, log in started:
+            wait_for_line(log, "registered with coordinator", proc, _START_TIMEOUT_S)
+            self.trainer_metrics.append(wait_for_line(log, "metrics http", proc, 5).split()[-1])
+        (self.state_dir / STACK_FILE).write_text(
+            json.dumps(
+                {
+                    "coordinator": self.coordinator_address,
+                    "redis_url": self.redis_url,
+                    "coordinator_metrics": self.coordinator_metrics,
+                    "trainer_metrics": self.trainer_metrics,
+                    "pids": {name: p.pid for name, p in self._procs},
+                },
+                indent=2,
             )
-            self.redis_url = f"redis://127.0.0.1:{port}/0"
-            _wait_for_redis(self.redis_url)
-        py = [sys.executable, "-m", "molhpo"]
+        )
+
+    def _start_redis(self) -> None:
+        """A redis-server of the stack's own on a free port, keeping nothing on disk."""
+        port = free_port()
+        rdir = self.state_dir / "redis"
+        rdir.mkdir(exist_ok=True)
+        self._spawn(
+            "redis",
+            [
+                find_redis_server(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(rdir),
+            ],
+        )
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        _wait_for_redis(self.redis_url)
+
+    def _start_coordinator(self) -> None:
+        """The coordinator; returns once it listens, with its address and metrics endpoint."""
         proc, log = self._spawn(
             "coordinator",
             [
-                *py,
+                *_MOLHPO,
                 "coordinator",
                 "--listen",
                 self.coordinator_listen,
@@ -174,50 +203,29 @@ class LocalStack:
         line = wait_for_line(log, "coordinator listening on", proc, _START_TIMEOUT_S)
         self.coordinator_address = line.rsplit(" ", 1)[-1]
         self.coordinator_metrics = wait_for_line(log, "metrics http", proc, 5).split()[-1]
-        started = []
-        # One machine: share its cores among every trial slot, so torch never oversubscribes.
-        threads = threads_per_slot(0, self.n_trainers * self.slots, usable_cpus())
-        for i in range(self.n_trainers):
-            started.append(
-                self._spawn(
-                    f"trainer-{i}",
-                    [
-                        *py,
-                        "trainer",
-                        "--coordinator",
-                        self.coordinator_address,
-                        "--redis-url",
-                        self.redis_url,
-                        "--key-prefix",
-                        self.key_prefix,
-                        "--slots",
-                        str(self.slots),
-                        "--trainer-id",
-                        f"trainer-{i}",
-                        "--torch-threads",
-                        str(threads),
-                        "--artifact-dir",
-                        str(self.state_dir / "artifacts"),
-                        "--cache-dir",
-                        str(self.state_dir / "cache" / "features"),
-                    ],
-                )
-            )
-        for proc, log in started:
-            wait_for_line(log, "registered with coordinator", proc, _START_TIMEOUT_S)
-            self.trainer_metrics.append(wait_for_line(log, "metrics http", proc, 5).split()[-1])
-        (self.state_dir / STACK_FILE).write_text(
-            json.dumps(
-                {
-                    "coordinator": self.coordinator_address,
-                    "redis_url": self.redis_url,
-                    "coordinator_metrics": self.coordinator_metrics,
-                    "trainer_metrics": self.trainer_metrics,
-                    "pids": {name: p.pid for name, p in self._procs},
-                },
-                indent=2,
-            )
-        )
+
+    def _trainer_command(self, i: int, threads: int) -> list[str]:
+        """The command line of trainer ``i``, with ``threads`` torch threads per slot."""
+        return [
+            *_MOLHPO,
+            "trainer",
+            "--coordinator",
+            self.coordinator_address,
+            "--redis-url",
+            self.redis_url,
+            "--key-prefix",
+            self.key_prefix,
+            "--slots",
+            str(self.slots),
+            "--trainer-id",
+            f"trainer-{i}",
+            "--torch-threads",
+            str(threads),
+            "--artifact-dir",
+            str(self.state_dir / "artifacts"),
+            "--cache-dir",
+            str(self.state_dir / "cache" / "features"),
+        ]
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM every child (trainers first, Redis last), then SIGKILL the stragglers."""
