@@ -198,6 +198,12 @@ def prepare(model: str) -> Prepared:
 # ---- the plain side ------------------------------------------------------------------------
 
 
+Step = Callable[[torch.Tensor, torch.Tensor], float]
+"""One optimiser step on a batch's predictions and targets; the batch's summed loss."""
+EpochFns = tuple[Callable[[], float], Callable[[], torch.Tensor]]
+"""A plain loop's ``train_epoch`` (mean training loss) and ``predict_valid``."""
+
+
 def run_plain(workload: Workload, prep: Prepared, epochs: int) -> Run:
     """The hand-written loop: Adam, MSE on standardised targets, a validation RMSE per epoch."""
     torch.manual_seed(SEED)  # as train() does before building, so the same initial weights
@@ -207,8 +213,6 @@ def run_plain(workload: Workload, prep: Prepared, epochs: int) -> Run:
         lr=param_float(prep.params, "lr"),
         weight_decay=param_float(prep.params, "weight_decay"),
     )
-    batch_size = param_int(prep.params, "batch_size")
-    n_train = len(prep.train_rows)
 
     def step(pred: torch.Tensor, target: torch.Tensor) -> float:
         loss = F.mse_loss(pred, target)
@@ -217,67 +221,7 @@ def run_plain(workload: Workload, prep: Prepared, epochs: int) -> Run:
         optimizer.step()
         return float(loss.item()) * len(target)
 
-    train_epoch: Callable[[], float]
-    predict_valid: Callable[[], torch.Tensor]
-    if workload.plain_batching == "tensor" and prep.x is not None:
-        x, y = prep.x, prep.y
-        train_idx = torch.from_numpy(prep.train_rows)
-        valid_idx = torch.from_numpy(prep.valid_rows)
-
-        def train_epoch() -> float:
-            perm = train_idx[torch.randperm(n_train)]
-            total = 0.0
-            for start in range(0, n_train, batch_size):
-                idx = perm[start : start + batch_size]
-                total += step(model(x[idx]), y[idx])
-            return total / n_train
-
-        def predict_valid() -> torch.Tensor:
-            out: torch.Tensor = model(x[valid_idx])
-            return out
-
-    elif workload.plain_batching == "pyg" and prep.data_list:
-        train_loader = DataLoader(
-            [prep.data_list[i] for i in prep.train_rows], batch_size=batch_size, shuffle=True
-        )
-        valid_loader = DataLoader(
-            [prep.data_list[i] for i in prep.valid_rows], batch_size=EVAL_BATCH_SIZE
-        )
-
-        def train_epoch() -> float:
-            total = 0.0
-            for b in train_loader:
-                total += step(model(b.x, b.edge_index, b.edge_attr, b.batch, b.num_graphs), b.y)
-            return total / n_train
-
-        def predict_valid() -> torch.Tensor:
-            return torch.cat(
-                [model(b.x, b.edge_index, b.edge_attr, b.batch, b.num_graphs) for b in valid_loader]
-            )
-
-    elif workload.plain_batching == "packed" and prep.packed is not None:
-        packed, y = prep.packed, prep.y
-
-        def train_epoch() -> float:
-            order = prep.train_rows[torch.randperm(n_train).numpy()]
-            total = 0.0
-            for start in range(0, n_train, batch_size):
-                rows = order[start : start + batch_size]
-                b = packed.batch(rows)
-                pred = model(b.x, b.edge_index, b.edge_attr, b.batch, b.num_graphs)
-                total += step(pred, y[torch.from_numpy(rows)])
-            return total / n_train
-
-        def predict_valid() -> torch.Tensor:
-            b = packed.batch(prep.valid_rows)
-            out: torch.Tensor = model(b.x, b.edge_index, b.edge_attr, b.batch, b.num_graphs)
-            return out
-
-    else:
-        raise ValueError(
-            f"plain batching '{workload.plain_batching}' does not fit model '{workload.model}'"
-        )
-
+    train_epoch, predict_valid = _plain_epochs(workload, model, prep, step)
     ends: list[float] = []
     for _ in range(epochs):
         model.train()
@@ -292,11 +236,98 @@ def run_plain(workload: Workload, prep: Prepared, epochs: int) -> Run:
     return Run(ends, [], valid_rmse)
 
 
+def _plain_epochs(
+    workload: Workload, model: torch.nn.Module, prep: Prepared, step: Step
+) -> EpochFns:
+    """The plain loop's epoch functions for the workload's way of batching."""
+    batch_size = param_int(prep.params, "batch_size")
+    if workload.plain_batching == "tensor" and prep.x is not None:
+        return _tensor_epochs(model, prep, prep.x, step, batch_size)
+    if workload.plain_batching == "pyg" and prep.data_list:
+        return _pyg_epochs(model, prep, step, batch_size)
+    if workload.plain_batching == "packed" and prep.packed is not None:
+        return _packed_epochs(model, prep, prep.packed, step, batch_size)
+    raise ValueError(
+        f"plain batching '{workload.plain_batching}' does not fit model '{workload.model}'"
+    )
+
+
+def _tensor_epochs(
+    model: torch.nn.Module, prep: Prepared, x: torch.Tensor, step: Step, batch_size: int
+) -> EpochFns:
+    """Batches sliced from one feature tensor (fingerprints, SMILES codes)."""
+    y, n_train = prep.y, len(prep.train_rows)
+    train_idx = torch.from_numpy(prep.train_rows)
+    valid_idx = torch.from_numpy(prep.valid_rows)
+
+    def train_epoch() -> float:
+        perm = train_idx[torch.randperm(n_train)]
+        total = 0.0
+        for start in range(0, n_train, batch_size):
+            idx = perm[start : start + batch_size]
+            total += step(model(x[idx]), y[idx])
+        return total / n_train
+
+    def predict_valid() -> torch.Tensor:
+        out: torch.Tensor = model(x[valid_idx])
+        return out
+
+    return train_epoch, predict_valid
+
+
+def _pyg_epochs(model: torch.nn.Module, prep: Prepared, step: Step, batch_size: int) -> EpochFns:
+    """Graphs batched by torch-geometric's DataLoader."""
+    n_train = len(prep.train_rows)
+    train_loader = DataLoader(
+        [prep.data_list[i] for i in prep.train_rows], batch_size=batch_size, shuffle=True
+    )
+    valid_loader = DataLoader(
+        [prep.data_list[i] for i in prep.valid_rows], batch_size=EVAL_BATCH_SIZE
+    )
+
+    def train_epoch() -> float:
+        total = 0.0
+        for b in train_loader:
+            total += step(model(b.x, b.edge_index, b.edge_attr, b.batch, b.num_graphs), b.y)
+        return total / n_train
+
+    def predict_valid() -> torch.Tensor:
+        return torch.cat(
+            [model(b.x, b.edge_index, b.edge_attr, b.batch, b.num_graphs) for b in valid_loader]
+        )
+
+    return train_epoch, predict_valid
+
+
+def _packed_epochs(
+    model: torch.nn.Module, prep: Prepared, packed: PackedGraphs, step: Step, batch_size: int
+) -> EpochFns:
+    """Graphs batched from one packed store, as molhpo's loop does."""
+    y, n_train = prep.y, len(prep.train_rows)
+
+    def train_epoch() -> float:
+        order = prep.train_rows[torch.randperm(n_train).numpy()]
+        total = 0.0
+        for start in range(0, n_train, batch_size):
+            rows = order[start : start + batch_size]
+            b = packed.batch(rows)
+            pred = model(b.x, b.edge_index, b.edge_attr, b.batch, b.num_graphs)
+            total += step(pred, y[torch.from_numpy(rows)])
+        return total / n_train
+
+    def predict_valid() -> torch.Tensor:
+        b = packed.batch(prep.valid_rows)
+        out: torch.Tensor = model(b.x, b.edge_index, b.edge_attr, b.batch, b.num_graphs)
+        return out
+
+    return train_epoch, predict_valid
+
+
 # ---- the molhpo side -----------------------------------------------------------------------
 
 
 def worker_callback(metrics: TrainerMetrics) -> Callable[[EpochResult], None]:
-    """What ``TrialWorker._run``'s on_epoch does per epoch, short of Redis."""
+    """What ``TrialWorker._on_epoch`` does per epoch, short of Redis."""
 
     def report(ep: EpochResult) -> None:
         metrics.epochs.inc()
