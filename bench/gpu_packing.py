@@ -81,7 +81,7 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({cpu}, torch threads {torch.get_num_threads()})"
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--epochs", type=int, default=None, help="default: 100 on cuda, 20 on cpu")
@@ -89,7 +89,19 @@ def main() -> None:
     ap.add_argument("--anchor-trials", type=int, default=None, help="default: 8 cuda, 3 cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _synthetic_data(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The regression data every trial trains on: y from the first 10 of the features."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(ROWS, FEATURES, generator=g)
+    y = x[:, :10].sum(dim=1) / 10**0.5 + 0.3 * torch.randn(ROWS, generator=g)
+    return x.to(device, dtype), y.to(device, dtype)
+
+
+def main() -> None:
+    args = _parse_args()
     device = torch.device(args.device)
     on_cuda = device.type == "cuda"
     epochs = args.epochs or (100 if on_cuda else 20)
@@ -97,11 +109,7 @@ def main() -> None:
     ks = [int(k) for k in args.k.split(",")]
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(ROWS, FEATURES, generator=g)
-    y = x[:, :10].sum(dim=1) / 10**0.5 + 0.3 * torch.randn(ROWS, generator=g)
-    x, y = x.to(device, dtype), y.to(device, dtype)
+    x, y = _synthetic_data(device, dtype)
 
     def run(
         trainer: Callable[..., list[dict[str, torch.Tensor]]], first: int, k: int, n_epochs: int
