@@ -25,7 +25,7 @@ from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[2]
 MOLHPO = Path(sys.executable).parent / "molhpo"
-FREESOLV = REPO / "trainer" / "datasets" / "data" / "freesolv.csv"
+FREESOLV = REPO / "molhpo" / "datasets" / "data" / "freesolv.csv"
 STACK_START_S = 240.0
 
 T = TypeVar("T")
