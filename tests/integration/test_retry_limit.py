@@ -39,10 +39,8 @@ def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_a_trial_lost_four_times_fails_after_its_fourth_attempt_and_never_runs_a_fifth(
-    redis_server: RedisServer, tmp_path: Path
-) -> None:
-    assert DEFAULT_MAX_ATTEMPTS == 4
+def _one_long_trial() -> study_pb2.StartStudyRequest:
+    """One trial, never pruned, long enough that every kill lands while it trains."""
     req = studyfile.load(EXAMPLE)
     req.name = "lost-four-times"
     req.budget.n_trials = 1
@@ -51,6 +49,14 @@ def test_a_trial_lost_four_times_fails_after_its_fourth_attempt_and_never_runs_a
     req.pruner.name = "none"
     req.pruner.ClearField("options")
     req.dataset.max_molecules = 120
+    return req
+
+
+def test_a_trial_lost_four_times_fails_after_its_fourth_attempt_and_never_runs_a_fifth(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    assert DEFAULT_MAX_ATTEMPTS == 4
+    req = _one_long_trial()
     env = {
         "MOLHPO_COORDINATOR_HEARTBEAT_TIMEOUT_S": "2",
         "MOLHPO_COORDINATOR_HEARTBEAT_INTERVAL_S": "0.2",

@@ -30,7 +30,7 @@ from journeys_support import (
 )
 
 from molhpo.client import MolhpoClient
-from molhpo.v1 import common_pb2
+from molhpo.v1 import common_pb2, study_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +118,23 @@ def _check_dropped_rows(output: str, data: UserCsv) -> None:
 def test_tune_my_csv_then_report_predict_evaluate_and_refine(
     molhpo: Molhpo, client: MolhpoClient, my_csv: UserCsv, workdir: Path
 ) -> None:
-    # Start and follow: the data check comes first, then the progress and the summary.
+    """One user's session, step by step, on the same stack and the same study."""
+    counts = _start_and_follow(molhpo, my_csv)
+    best = _the_client_sees_the_same_study(client, my_csv, counts)
+    _show_with_trials(molhpo, my_csv, counts, best)
+    _report(molhpo, my_csv, workdir, best)
+    _predict(molhpo, client, counts, best)
+    _evaluate(molhpo, client, counts)
+    refined = _refine(molhpo, client, best)
+    # Every study is listed with its state.
+    _, out = molhpo.run("study", "list")
+    for name in (STUDY, f"{STUDY}-eval", refined):
+        assert re.search(rf"{re.escape(name)}\W+complete\b", out), out
+    _optuna_reads_the_store(workdir)
+
+
+def _start_and_follow(molhpo: Molhpo, my_csv: UserCsv) -> dict[str, int]:
+    """Start and follow: the data check comes first, then the progress and the summary."""
     _, out = molhpo.run("study", "start", "my.yaml", "--watch")
     n_bad = len(my_csv.bad_lines)
     assert f"data my.csv: {my_csv.n_good} molecules; {n_bad} rows dropped" in flat(out)
@@ -127,8 +143,13 @@ def test_tune_my_csv_then_report_predict_evaluate_and_refine(
     counts = summary_counts(out)
     assert counts["total"] == 6 and counts["failed"] == 0 and counts["running"] == 0
     assert counts["complete"] >= 1 and counts["pruned"] >= 1, out
+    return counts
 
-    # The Python client sees the same study.
+
+def _the_client_sees_the_same_study(
+    client: MolhpoClient, my_csv: UserCsv, counts: dict[str, int]
+) -> study_pb2.TrialInfo:
+    """The Python client sees the same study; its best trial."""
     info = client.get_study(STUDY)
     assert info.state == common_pb2.STUDY_STATE_COMPLETE
     assert (info.n_complete, info.n_pruned) == (counts["complete"], counts["pruned"])
@@ -142,8 +163,13 @@ def test_tune_my_csv_then_report_predict_evaluate_and_refine(
     assert states == {common_pb2.TRIAL_STATE_COMPLETE, common_pb2.TRIAL_STATE_PRUNED}
     best = client.best_trial(STUDY)
     assert best is not None and math.isfinite(best.value) and "rmse" in best.test.values
+    return best
 
-    # `study show --trials`: the summary, the dropped rows and one row per trial.
+
+def _show_with_trials(
+    molhpo: Molhpo, my_csv: UserCsv, counts: dict[str, int], best: study_pb2.TrialInfo
+) -> None:
+    """`study show --trials`: the summary, the dropped rows and one row per trial."""
     _, shown = molhpo.run("study", "show", STUDY, "--trials")
     _check_dropped_rows(shown, my_csv)
     table = [ln for ln in shown.splitlines() if re.match(r"^\W*\d+\W+(complete|pruned)\W", ln)]
@@ -151,8 +177,10 @@ def test_tune_my_csv_then_report_predict_evaluate_and_refine(
     assert sum("pruned" in ln for ln in table) == counts["pruned"]
     assert f"best trial #{best.number}" in shown
 
-    # The report: Markdown, JSON, the best parameters and PNG plots.
-    _, out = molhpo.run("report", STUDY, "--out", "reports/mine")
+
+def _report(molhpo: Molhpo, my_csv: UserCsv, workdir: Path, best: study_pb2.TrialInfo) -> None:
+    """The report: Markdown, JSON, the best parameters and PNG plots."""
+    molhpo.run("report", STUDY, "--out", "reports/mine")
     folder = workdir / "reports" / "mine"
     names = {p.name for p in folder.iterdir()}
     assert {"report.md", "report.json", "best_params.json"} <= names
@@ -165,7 +193,11 @@ def test_tune_my_csv_then_report_predict_evaluate_and_refine(
     md = (folder / "report.md").read_text()
     assert f"# Study report: {STUDY}" in md and "rows dropped" in md
 
-    # Predictions of the tuned model, as numbers; the client gets the same ones.
+
+def _predict(
+    molhpo: Molhpo, client: MolhpoClient, counts: dict[str, int], best: study_pb2.TrialInfo
+) -> None:
+    """Predictions of the tuned model, as numbers; the client gets the same ones."""
     _, out = molhpo.run("predict", STUDY, "CCO", "c1ccccc1O")
     assert f"trials {best.number}" in out
     printed = {
@@ -184,7 +216,9 @@ def test_tune_my_csv_then_report_predict_evaluate_and_refine(
     rc, out = molhpo.run("predict", STUDY, "CCO", "C1CC", ok=False)
     assert rc == 2 and "INVALID_ARGUMENT" in out and "C1CC" in out, out
 
-    # Final evaluation: the 2 best and the default, 2 seeds each, at full budget.
+
+def _evaluate(molhpo: Molhpo, client: MolhpoClient, counts: dict[str, int]) -> None:
+    """Final evaluation: the 2 best and the default, 2 seeds each, at full budget."""
     _, out = molhpo.run("study", "evaluate", STUDY, "--top-k", "2", "--seeds", "2", "--watch")
     assert f"evaluation study {STUDY}-eval started" in out
     assert "## Final evaluation" in out and "rank-1" in out and "default" in out, out
@@ -193,7 +227,9 @@ def test_tune_my_csv_then_report_predict_evaluate_and_refine(
     assert evaluation.state == common_pb2.STUDY_STATE_COMPLETE
     assert evaluation.n_complete == (ranks + 1) * 2 and evaluation.n_failed == 0
 
-    # Refine around the best trial (+/- 20%), then follow it to its end.
+
+def _refine(molhpo: Molhpo, client: MolhpoClient, best: study_pb2.TrialInfo) -> str:
+    """Refine around the best trial (+/- 20%), then follow it to its end; its name."""
     _, out = molhpo.run("study", "refine", STUDY, "--percent", "20")
     refined = re.search(rf"study (\S+) refines {STUDY}", out)
     assert refined, out
@@ -205,13 +241,11 @@ def test_tune_my_csv_then_report_predict_evaluate_and_refine(
     for t in refined_trials:
         assert lr / 1.2 - 1e-12 <= t.params["lr"].float_value <= lr * 1.2 + 1e-12
         assert abs(t.params["units"].int_value - units) <= max(1, math.ceil(units * 0.2))
+    return refined.group(1)
 
-    # Every study is listed with its state.
-    _, out = molhpo.run("study", "list")
-    for name in (STUDY, f"{STUDY}-eval", refined.group(1)):
-        assert re.search(rf"{re.escape(name)}\W+complete\b", out), out
 
-    # The store is Optuna's own: the README's `optuna trials` command reads it.
+def _optuna_reads_the_store(workdir: Path) -> None:
+    """The store is Optuna's own: the README's `optuna trials` command reads it."""
     optuna = MOLHPO.parent / "optuna"
     store = f"sqlite:///{workdir}/.molhpo/studies.db"
     done = subprocess.run(
