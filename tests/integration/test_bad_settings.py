@@ -182,6 +182,7 @@ def test_coordinator_refuses_a_bad_setting_in_one_line(
     tmp_path: Path,
     redis_server: RedisServer,
     busy_port: int,
+    *,
     args: list[str],
     env: dict[str, str],
     fragments: list[str],

@@ -30,6 +30,7 @@ class FakeClock:
 
 def _rec(
     trainer_id: str,
+    *,
     slots: int = 1,
     assigned: set[int] | None = None,
     models: tuple[str, ...] = (),
