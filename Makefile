@@ -64,7 +64,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy molhpo coordinator trainer storage
+	$(VENV)/bin/mypy molhpo coordinator trainer storage tests
 
 # The one place the stubs are generated; tests/unit/test_protos_fresh.py fails when they are stale.
 protos: $(VENV)/.installed

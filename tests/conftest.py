@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -77,6 +78,11 @@ class RedisServer:
     def client(self) -> redis.Redis:
         """A client of this server."""
         return redis.Redis.from_url(self.url, socket_timeout=5)
+
+    def stream(self, key: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Every entry of a stream, oldest first: (entry id, fields), in bytes as the client
+        above returns them."""
+        return cast(list[tuple[bytes, dict[bytes, bytes]]], self.client().xrange(key))
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,7 @@ def _spec() -> common_pb2.TrialSpec:
 
 def _stream(server: RedisServer) -> list[common_pb2.TrialReport]:
     out = []
-    for _id, fields in server.client().xrange(RedisKeys(PREFIX).reports):
+    for _id, fields in server.stream(RedisKeys(PREFIX).reports):
         rep = common_pb2.TrialReport()
         rep.ParseFromString(fields[b"r"])
         out.append(rep)

@@ -17,7 +17,7 @@ import yaml
 from journeys_support import REPO, Molhpo, Stack, molhpo_up, summary_counts, user_env
 
 from molhpo.client import MolhpoClient
-from molhpo.v1 import common_pb2
+from molhpo.v1 import common_pb2, study_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def test_study_example_runs_to_completion(
     text = (REPO / "examples" / example).read_text()
     name = yaml.safe_load(text)["name"]
     flags = _up_flags_the_example_asks_for(text)
-    args = ("study", "start", f"examples/{example}", "--trials", str(TRIALS))
+    args: tuple[str, ...] = ("study", "start", f"examples/{example}", "--trials", str(TRIALS))
     args += ("--max-epochs", str(MAX_EPOCHS), "--watch")
     if flags is None:
         stack: Stack = request.getfixturevalue("stack")
@@ -79,7 +79,7 @@ def test_study_example_runs_to_completion(
     assert info.best_trial.epochs_trained <= MAX_EPOCHS
 
 
-def _final(stack: Stack, name: str) -> common_pb2.StudyInfo:
+def _final(stack: Stack, name: str) -> study_pb2.StudyInfo:
     with MolhpoClient(stack.address) as client:
         return client.get_study(name)
 

@@ -13,6 +13,7 @@ answer a health check SERVING, and ListStudies with exactly the studies this tes
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import os
@@ -373,7 +374,7 @@ def _mutate(path: str, value: Any) -> study_pb2.StartStudyRequest:
 
 
 field_mutations = st.one_of(
-    *[strategy.map(lambda v, p=path: _mutate(p, v)) for path, strategy in FIELD_MUTATIONS]
+    *[strategy.map(functools.partial(_mutate, path)) for path, strategy in FIELD_MUTATIONS]
 )
 
 _BASE_PARAM_NAMES = [p.name for p in _BASE.search_space.params]

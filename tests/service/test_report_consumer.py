@@ -19,6 +19,7 @@ import optuna
 import pytest
 import redis
 from conftest import RedisServer
+from redis import Redis
 
 from coordinator import convert
 from coordinator.core import Coordinator
@@ -56,7 +57,7 @@ class Rig:
     def url(self) -> str:
         return f"sqlite:///{self.path}"
 
-    def client(self) -> redis.Redis:
+    def client(self) -> Redis:
         return self.redis.client()
 
     def epoch(self, which: int, step: int) -> common_pb2.TrialReport:
@@ -88,7 +89,7 @@ class Rig:
     def steps_in_stream(self) -> set[int]:
         """Steps of the epoch reports still in the stream (acknowledged ones are deleted)."""
         out = set()
-        for _id, fields in self.client().xrange(self.keys.reports):
+        for _id, fields in self.redis.stream(self.keys.reports):
             report = common_pb2.TrialReport()
             report.ParseFromString(fields[b"r"])
             out.add(report.epoch.step)
@@ -176,7 +177,7 @@ def _decisions_without_redis_key(rig: Rig) -> list[str]:
             step = key.removeprefix(attrs.TRIAL_DECISION_PREFIX)
             raw = client.hget(rig.keys.decisions(trial_id), step)
             want = "prune" if value["prune"] else "continue"
-            if raw is None or raw.decode() != want:
+            if raw is None or (raw.decode() if isinstance(raw, bytes) else raw) != want:
                 missing.append(f"trial {number} step {step}: store {want}, Redis {raw!r}")
     return missing
 
@@ -303,7 +304,8 @@ def test_reports_whose_writes_the_store_cannot_take_yet_wait_unacknowledged(
         _wait("step 1 was stored", lambda: set(rig.stored(0).intermediate_values) == {1})
         time.sleep(1.5)  # the writer tries step 2 again and again
         assert set(rig.stored(0).intermediate_values) == {1}
-        stalled = rig.coordinator.metrics.store_stalled_seconds.collect()[0].samples[0].value
+        (gauge,) = rig.coordinator.metrics.store_stalled_seconds.collect()
+        stalled = gauge.samples[0].value
         assert stalled >= 1.0, "the stalled-store gauge does not show the wait"
         # What is not stored stays in the stream, delivered and unacknowledged.
         assert {2, 3} <= rig.steps_in_stream()
@@ -313,6 +315,7 @@ def test_reports_whose_writes_the_store_cannot_take_yet_wait_unacknowledged(
         stored = rig.stored(0)
         assert stored.state == optuna.trial.TrialState.RUNNING
         assert set(stored.intermediate_values) == {1, 2, 3}
-        assert rig.coordinator.metrics.store_stalled_seconds.collect()[0].samples[0].value == 0
+        (gauge,) = rig.coordinator.metrics.store_stalled_seconds.collect()
+        assert gauge.samples[0].value == 0
     finally:
         rig.coordinator.close(2.0)

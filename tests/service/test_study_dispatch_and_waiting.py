@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -102,7 +103,7 @@ def _events_until(
     return seen
 
 
-def _register(coordinator: CoordinatorServer, **info: object) -> None:
+def _register(coordinator: CoordinatorServer, **info: Any) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{coordinator.port}") as channel:
         trainer_pb2_grpc.MembershipServiceStub(channel).RegisterTrainer(
             trainer_pb2.RegisterTrainerRequest(info=trainer_pb2.TrainerInfo(**info)), timeout=10
@@ -195,7 +196,11 @@ def trainer(
 def test_a_study_on_a_user_csv_runs_to_completion(
     trainer: TrainerServer, client: MolhpoClient
 ) -> None:
-    dataset = {"path": "my.csv", "smiles_column": "SMILES_str", "target_columns": ["dG_exp"]}
+    dataset: dict[str, Any] = {
+        "path": "my.csv",
+        "smiles_column": "SMILES_str",
+        "target_columns": ["dG_exp"],
+    }
     info = client.start_study(_study("own-csv", **dataset))
     assert info.dataset.n_invalid == 3
     assert dict(info.dataset.invalid_counts) == {

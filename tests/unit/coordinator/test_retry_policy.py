@@ -12,9 +12,9 @@ from molhpo.contract.errors import DivergedError, InvalidConfigError, TrainingEr
 
 # Failures that say nothing about the trial: its trainer died, was cut off or drained (as plain
 # strings, the way a trainer's result carries them).
-LOST = ["trainer_lost", "lease_expired", "drained"]
+LOST: list[str] = ["trainer_lost", "lease_expired", "drained"]
 # Running out of memory: on a shared GPU the memory may have gone to the trials beside it.
-RESOURCE = [FailureClass.OUT_OF_MEMORY]
+RESOURCE: list[str] = [FailureClass.OUT_OF_MEMORY]
 # Failures of the trial itself (trainer results: diverged, invalid_config, error, cancelled)
 # or of the study around it (the coordinator's dispatch, stop and restart paths).
 OWN = [

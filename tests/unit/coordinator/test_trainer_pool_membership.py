@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TypedDict
 
 from coordinator.membership import (
     Reservation,
@@ -344,7 +345,13 @@ def test_slots_are_shared_fairly_between_studies() -> None:
 
 # ---- user files, and why a study waits ---------------------------------------------------------
 
-_REAL = {"models": ("gin", "mlp"), "datasets": ("freesolv", "solubility")}
+
+class _Offer(TypedDict):
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+
+
+_REAL: _Offer = {"models": ("gin", "mlp"), "datasets": ("freesolv", "solubility")}
 
 
 def test_work_key_of_user_files_is_their_format() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from molhpo.contract.catalogue import DATASETS
 from molhpo.contract.errors import InvalidArgument
-from molhpo.datasets import LOADERS, Conformer, load_dataset, qm9
+from molhpo.datasets import LOADERS, Conformer, load_dataset
 from molhpo.datasets.qm9 import QM9_PART_FILES, QM9_PROPERTIES, load_qm9, read_qm9_folder
 
 HEADER = (
@@ -93,7 +93,8 @@ def test_targets_units_and_subset(tmp_path: Path) -> None:
 
 
 def test_missing_qm9pack_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(qm9.importlib.util, "find_spec", lambda name: None)
+    # qm9 looks qm9pack up through importlib.util, this very module
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(
         InvalidArgument, match=r"needs the 'qm9pack' package.*`pip install qm9pack`"
     ):

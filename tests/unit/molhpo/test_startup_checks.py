@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,7 +81,8 @@ def test_dataset_roots_must_all_be_folders(tmp_path: Path) -> None:
 )
 def test_trainer_settings_refuse_bad_formats(field: str, value: str) -> None:
     with pytest.raises(ValueError, match=field):
-        TrainerSettings(**{field: value})
+        kwargs: dict[str, Any] = {field: value}
+        TrainerSettings(**kwargs)
 
 
 def test_trainer_settings_take_good_values() -> None:

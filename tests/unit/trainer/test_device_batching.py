@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch
+from torch_geometric.nn import GATConv, GCNConv
 
 from molhpo.datasets import load_table
 from molhpo.datasets.request import DatasetRequest
@@ -79,7 +80,7 @@ def test_self_loops_appended_by_us_equal_pygs_own(
     family: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     torch.manual_seed(0)
-    model: torch.nn.Module
+    model: GCN | GAT
     if family == "gcn":
         model = GCN(NUM_ATOM_FEATURES, 16, 2, 0.0, "mean")
     else:
@@ -88,7 +89,8 @@ def test_self_loops_appended_by_us_equal_pygs_own(
     x, edge_index, edge_attr, batch = _graph_batch()
     ours = model(x, edge_index, edge_attr, batch, len(SMILES))
     reference = copy.deepcopy(model)
-    for conv in reference.convs:  # type: ignore[union-attr]
+    for conv in reference.convs:
+        assert isinstance(conv, GCNConv | GATConv)
         conv.add_self_loops = True  # PyG's layers add the loops themselves
     monkeypatch.setattr(gnn, "with_self_loops", lambda e, n: e)
     assert torch.equal(ours, reference(x, edge_index, edge_attr, batch, len(SMILES)))
@@ -116,7 +118,9 @@ def test_schnet_and_egnn_with_a_pair_table_equal_their_own_pairs() -> None:
     with_table = pair_table(packed.pos, packed.node_ptr, schnet.cutoff).batch(rows, ids)
     assert torch.equal(schnet(b.z, b.pos, b.batch, len(rows), with_table), pyg)
     egnn = EGNN(16, 2, 0.0, "add", cutoff=0.0)
-    torch.nn.init.normal_(egnn.head[2].weight)
+    last = egnn.head[2]
+    assert isinstance(last, torch.nn.Linear)
+    torch.nn.init.normal_(last.weight)
     egnn.eval()
     all_pairs = pair_table(packed.pos, packed.node_ptr, 0.0).batch(rows, ids)
     assert torch.equal(
@@ -133,7 +137,12 @@ def test_device_copies_are_made_once_per_content_and_shared(
     # two trials' data on one device: one copy between them
     copies: list[str] = []
     to = PackedGraphs.to
-    monkeypatch.setattr(PackedGraphs, "to", lambda self, d: copies.append(str(d)) or to(self, d))
+
+    def counted_to(self: PackedGraphs, device: torch.device | str) -> PackedGraphs:
+        copies.append(str(device))
+        return to(self, device)
+
+    monkeypatch.setattr(PackedGraphs, "to", counted_to)
     for _ in range(2):
         device_data.graph_data(features, torch.zeros(len(table)), torch.device("cpu"))  # type: ignore[arg-type]
     assert copies == ["cpu"]
@@ -160,9 +169,10 @@ def test_descriptor_batches_equal_the_standardised_matrix() -> None:
     featurize.clear_cache()
     table = load_table(DatasetRequest(name="freesolv"), ())
     features = featurize.featurize(table, "rdkit_descriptors")
+    assert isinstance(features, featurize.DescriptorFeatures)
     train_rows = np.arange(0, len(table), 2)
-    expected = torch.from_numpy(featurize.standardize(features.values, train_rows))  # type: ignore[arg-type]
-    data = device_data.descriptor_data(features, train_rows, torch.zeros(1), torch.device("cpu"))  # type: ignore[arg-type]
+    expected = torch.from_numpy(featurize.standardize(features.values, train_rows))
+    data = device_data.descriptor_data(features, train_rows, torch.zeros(1), torch.device("cpu"))
     rows = np.array([5, 1, 400, 3])
     assert torch.equal(data.predict(lambda x: x, rows), expected[rows])  # type: ignore[arg-type]
 

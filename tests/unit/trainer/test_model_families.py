@@ -37,7 +37,12 @@ def test_family_trains_on_a_freesolv_slice(model: str) -> None:
     config = TrainConfig(
         "freesolv", model, {**SMALL[model], "lr": 3e-3}, max_epochs=4, max_molecules=120
     )
-    result = train(config, lambda e: seen.append(e) is None)
+
+    def record(e: EpochResult) -> bool:
+        seen.append(e)
+        return True
+
+    result = train(config, record)
     assert [e.step for e in seen] == [1, 2, 3, 4]
     assert seen[-1].train_loss < seen[0].train_loss
     assert result.n_parameters > 0

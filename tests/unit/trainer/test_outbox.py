@@ -61,7 +61,7 @@ def _label(rep: common_pb2.TrialReport) -> str:
 def _stream(server: RedisServer) -> list[str]:
     """What Redis received, in stream order."""
     out = []
-    for _id, fields in server.client().xrange(KEYS.reports):
+    for _id, fields in server.stream(KEYS.reports):
         rep = common_pb2.TrialReport()
         rep.ParseFromString(fields[b"r"])
         out.append(_label(rep))

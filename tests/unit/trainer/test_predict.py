@@ -14,7 +14,7 @@ from molhpo.contract.errors import InvalidArgument, NotFound
 from molhpo.datasets import DatasetRequest, load_table, split_dataset
 from storage.artifacts import ArtifactStore, TopKCheckpoints
 from trainer.checkpoint import descriptor_statistics
-from trainer.featurize import featurize, standardize
+from trainer.featurize import DescriptorFeatures, featurize, standardize
 from trainer.predict import (
     Ensemble,
     Predictor,
@@ -135,7 +135,9 @@ def test_ensemble_averages_its_members(tmp_path: Path) -> None:
 
 def test_descriptor_statistics_standardise_like_training() -> None:
     table = subset(load_table(DatasetRequest(name="freesolv")), 60, 0)
-    values = featurize(table, "rdkit_descriptors").values
+    features = featurize(table, "rdkit_descriptors")
+    assert isinstance(features, DescriptorFeatures)
+    values = features.values
     rows = np.arange(0, 60, 2)
     mean, std = descriptor_statistics(values, rows)
     np.testing.assert_array_equal(apply_statistics(values, mean, std), standardize(values, rows))

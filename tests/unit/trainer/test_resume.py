@@ -45,7 +45,12 @@ def test_resumed_run_matches_an_uninterrupted_one(model: str, tmp_path: Path) ->
     assert resume.load() is not None and resume.load()["epoch"] == 3  # type: ignore[index]
 
     later: list[int] = []
-    second = train(config, lambda ep: later.append(ep.step) or True, resume=resume)
+
+    def record(ep: EpochResult) -> bool:
+        later.append(ep.step)
+        return True
+
+    second = train(config, record, resume=resume)
     assert second.resumed_from == 3
     assert later == [4, 5, 6]
     assert second.best_step == whole.best_step

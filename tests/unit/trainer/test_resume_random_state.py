@@ -5,6 +5,7 @@ the trial over instead of failing it."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,16 @@ def config(device: str | None) -> TrainConfig:
     )
 
 
+def _recorder(into: list[EpochResult]) -> Callable[[EpochResult], bool]:
+    """An on_epoch callback that keeps every epoch and lets training go on."""
+
+    def record(ep: EpochResult) -> bool:
+        into.append(ep)
+        return True
+
+    return record
+
+
 def interrupted_after(config: TrainConfig, resume: ResumeFile, epoch: int) -> None:
     first = train(config, lambda ep: ep.step < epoch, resume=resume)
     assert first.stopped and first.epochs_trained == epoch
@@ -107,7 +118,7 @@ def test_a_dropout_model_resumed_on_its_device_ends_as_an_uninterrupted_run(
     device: str, tmp_path: Path
 ) -> None:
     whole_epochs: list[EpochResult] = []
-    whole = train(config(device), lambda ep: whole_epochs.append(ep) is None)
+    whole = train(config(device), _recorder(whole_epochs))
 
     resume = ResumeFile(ArtifactStore(tmp_path), "s", 0, every=2)
     interrupted_after(config(device), resume, 3)
@@ -116,7 +127,7 @@ def test_a_dropout_model_resumed_on_its_device_ends_as_an_uninterrupted_run(
     assert [s["device"] for s in saved["dropout"]] == [torch.device(device).type] * 2
 
     later: list[EpochResult] = []
-    second = train(config(device), lambda ep: later.append(ep) is None, resume=resume)
+    second = train(config(device), _recorder(later), resume=resume)
     assert second.resumed_from == 3
     assert [ep.step for ep in later] == [4, 5]
     # same masks, same batches, same weights: the same losses and metrics, to the last bit
@@ -141,9 +152,10 @@ def test_an_unusable_resume_state_starts_the_trial_over(
     saved["model_state"].popitem()  # e.g. written by a molhpo whose model had another layer
     resume.save(saved)
 
-    steps: list[int] = []
+    epochs: list[EpochResult] = []
     with caplog.at_level(logging.WARNING):
-        again = train(config("cpu"), lambda ep: steps.append(ep.step) is None, resume=resume)
+        again = train(config("cpu"), _recorder(epochs), resume=resume)
+    steps = [ep.step for ep in epochs]
     assert "does not fit it" in caplog.text and "starts over" in caplog.text
     assert again.resumed_from == 0 and steps == [1, 2, 3, 4, 5]
     assert again.test_metrics == whole.test_metrics

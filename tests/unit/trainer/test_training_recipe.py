@@ -155,6 +155,11 @@ def test_new_metrics_can_be_the_objective(metric: str) -> None:
         objective_direction=direction,
     )
     seen: list[EpochResult] = []
-    result = train(config, lambda e: seen.append(e) is None)
+
+    def record(e: EpochResult) -> bool:
+        seen.append(e)
+        return True
+
+    result = train(config, record)
     pick = min if direction == "minimize" else max
     assert result.best_valid_metrics[metric] == pick(e.valid_metrics[metric] for e in seen)
