@@ -51,7 +51,7 @@ seed: 1
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The team's project: an SD file written with RDKit (FreeSolv molecules, their hydration
+    """A chemist's own data: an SD file written with RDKit (FreeSolv molecules, their hydration
     free energy as an SD property) and a study file."""
     root = tmp_path_factory.mktemp("my-sdf-project")
     (root / "data").mkdir()
